@@ -90,6 +90,9 @@ def parse_yaml(text: str, file: str) -> Document:
     return Document(file, data, Positions(lines), tuple(problems))
 
 
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
 def _construct(
     loader: yaml.SafeLoader,
     node: yaml.Node,
@@ -99,6 +102,10 @@ def _construct(
     file: str,
 ) -> Any:
     lines[key] = node.start_mark.line + 1
+    if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:
+        problems.append(
+            Problem(file, lines[key], field_path(key), f"unsupported YAML tag {node.tag}", "remove")
+        )  # and read on as a plain mapping or list, so it is the only problem reported
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
         out: dict[str, Any] = {}
@@ -192,7 +199,7 @@ def _explain(doc: Document, error: ValidationError) -> Iterator[Problem]:
         choices = ", ".join(str(c) for c in rule)
         yield doc.problem(key, f"{value!r} is not allowed", f"use one of: {choices}")
     elif kind == "type":
-        wanted = " or ".join(rule) if isinstance(rule, list) else str(rule)
+        wanted = " or ".join(map(_yaml_type, rule if isinstance(rule, list) else [rule]))
         got = _json_type(value)
         fix = f'quote it: "{value}"' if got == "number" and "string" in wanted else "change it"
         yield doc.problem(key, f"expected {_a(wanted)}, got {got}", fix)
@@ -203,6 +210,12 @@ def _explain(doc: Document, error: ValidationError) -> Iterator[Problem]:
         yield doc.problem(key, f"{value!r} is not supported", f"use {rule!r}")
     else:
         yield doc.problem(key, error.message, schema.get("description", "see the schema"))
+
+
+def _yaml_type(json_type: str) -> str:
+    return {"object": "mapping", "array": "list", "integer": "whole number"}.get(
+        json_type, json_type
+    )
 
 
 def _a(word: str) -> str:

@@ -54,7 +54,8 @@ def interpret(
     mine = {(p.path, p.line) for p in reader.problems}
     problems = reader.problems + [p for p in schema_problems if (p.path, p.line) not in mine]
     if problems:
-        raise InvalidInputError(sorted(set(problems), key=lambda p: (p.line or 0, p.path, p.message)))
+        order = sorted(set(problems), key=lambda p: (p.line or 0, p.path, p.message))
+        raise InvalidInputError(order)
     return manifest
 
 
@@ -196,7 +197,7 @@ class _Reader:
     def _source(self, raw: dict[str, Any], key: PathKey) -> Source | None:
         if not raw:
             return None
-        kinds = [k for k in SOURCE_KINDS if k in raw]
+        kinds = [k for k in raw if k in SOURCE_KINDS]  # in the order written
         for name in raw:
             if name not in SOURCE_KINDS and name not in _ALL_OPTIONS:
                 self.problem(

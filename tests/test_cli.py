@@ -1,0 +1,109 @@
+"""The CLI as a user meets it: the real `mlib` script in a subprocess, exit codes and output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MLIB = str(Path(sys.executable).parent / "mlib")
+
+
+def mlib(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MLIB, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_init_then_validate(tmp_path: Path) -> None:
+    r = mlib("init", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "mlib.yaml").read_text().startswith("# mlib manifest")
+    r = mlib("validate", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith("mlib.yaml: valid (0 models, 1 app target, library ")
+    # init never overwrites
+    (tmp_path / "mlib.yaml").write_text("version: 1\n# mine\n")
+    r = mlib("init", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "already exists" in r.stderr and "--force" in r.stderr
+    assert (tmp_path / "mlib.yaml").read_text() == "version: 1\n# mine\n"
+
+
+def test_validate_prints_every_problem_as_one_line_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(
+        "version: 1\n"
+        "apps:\n"
+        "  comfy: {version: 0.3, models_dir: comfy}\n"
+        "models:\n"
+        "  - {name: A, type: llm, family: x, kind: gguf, source: {git: y}}\n"
+        "  - {name: A, type: llm, family: x, kind: gguf, source: {path: a}, apps: {nope: true}}\n"
+    )
+    r = mlib("-m", "bad.yaml", "validate", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == [
+        'bad.yaml:3: apps.comfy.version: expected a string, got number (quote it: "0.3")',
+        "bad.yaml:5: models[0].source.git: unknown source kind 'git' (use one of: hf: org/repo, url: https://..., path: /local/file)",
+        "bad.yaml:6: models[1]: duplicate model id 'llm/x/a' (first on line 5) (give one of them another name or family, or an explicit 'id:')",
+        "bad.yaml:6: models[1].apps.nope: unknown app target 'nope' (use a target from 'apps:' (comfy) or define it there)",
+        "mlib: 4 problems found",
+    ]
+
+
+def test_manifest_comes_from_env_and_missing_manifest_is_one_line(tmp_path: Path) -> None:
+    r = mlib("validate", cwd=tmp_path)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[0] == (
+        "mlib.yaml: manifest not found (create it with 'mlib init' or pass -m PATH)"
+    )
+    (tmp_path / "elsewhere.yaml").write_text("version: 1\n")
+    r = mlib("validate", cwd=tmp_path, env={"MLIB_MANIFEST": "elsewhere.yaml"})
+    assert r.returncode == 0, r.stderr
+    assert "elsewhere.yaml: valid (0 models, 0 app targets" in r.stdout
+
+
+def test_doctor_reports_dependencies_and_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    root.mkdir()
+    r = mlib("--root", str(root), "doctor", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    names = [line.split()[1] for line in r.stdout.splitlines()]
+    for dep in ("pyyaml", "jsonschema", "blake3", "packaging", "huggingface_hub", "click"):
+        assert dep in [n.lower() for n in names], r.stdout
+    assert "ok       symlinks" in r.stdout
+    assert not any(root.joinpath(".mlib").iterdir()), "the symlink probe cleaned up after itself"
+
+
+def test_doctor_names_a_missing_requirement() -> None:
+    from reconciler.doctor import Status, dependency_checks
+
+    checks = dependency_checks(
+        ["click>=1", "mlib-surely-not-installed>=1.0", "pytest; extra == 'x'"]
+    )
+    assert [(c.name, c.status) for c in checks] == [
+        ("click", Status.OK),
+        ("mlib-surely-not-installed", Status.MISSING),
+    ]
+    assert checks[1].install == "mlib-surely-not-installed>=1.0"
+    assert "not installed (needs >=1.0)" in checks[1].detail
+    too_new = dependency_checks(["click>=999"])
+    assert too_new[0].status is Status.MISSING and "needs >=999" in too_new[0].detail
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list", "--help"], ["index", "rebuild", "--help"]])
+def test_help_works_everywhere(tmp_path: Path, args: list[str]) -> None:
+    r = mlib(*args, cwd=tmp_path)
+    assert r.returncode == 0 and "Usage: mlib" in r.stdout
