@@ -41,6 +41,20 @@ class Context:
         if self.root is not None:
             has_manifest = self.manifest_given or self.manifest_path.exists()
             return self.root, self.manifest() if has_manifest else None
+        if not self.manifest_given and not self.manifest_path.exists():
+            from reconciler.errors import InvalidInputError, Problem
+
+            raise InvalidInputError(
+                [
+                    Problem(
+                        str(self.manifest_path),
+                        None,
+                        "",
+                        "no manifest here, and no --root given",
+                        "pass --root LIBRARY, or -m MANIFEST, or run 'mlib init'",
+                    )
+                ]
+            )
         manifest = self.manifest()
         return manifest.library, manifest
 
@@ -228,7 +242,7 @@ def _print_table(rows: list[Row]) -> None:
     header = ("ID", "KIND", "SIZE", "TAGS")
     table = [(r.id, r.kind, human_bytes(r.size_bytes), ",".join(r.tags)) for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *table, strict=False)]
-    for line in [header, *table]:
+    for line in [header, *table] if table else []:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     click.echo(f"{len(rows)} model{'s' if len(rows) != 1 else ''}")
 

@@ -67,7 +67,7 @@ def read_entries(root: Path) -> tuple[list[Entry], list[Skipped]]:
     for model_id, folder in model_dirs(root):
         entry = read_entry(model_id, folder)
         if isinstance(entry, Skipped):
-            log.warning("skipped %s: %s", entry.path, entry.reason)
+            log.info("skipped %s: %s", entry.path, entry.reason)
             skipped.append(entry)
         else:
             entries.append(entry)
@@ -90,7 +90,8 @@ def read_entry(model_id: str, folder: str) -> Entry | Skipped:
         return Skipped(shown, f"invalid JSON at line {exc.lineno}: {exc.msg}")
     try:
         meta = metadata_from_dict(data)
-    except Malformed:
+    except (Malformed, TypeError, KeyError):  # odd shapes (model_type: [], source: {}) trip it
+        return Skipped(shown, "schema error: " + _explain(shown, data, "metadata"))
         return Skipped(shown, "schema error: " + _explain(shown, data, "metadata"))
     if meta.id != model_id:
         return Skipped(shown, f"its id '{meta.id}' differs from its folder (move it or fix the id)")
