@@ -111,6 +111,7 @@ def metadata_from_dict(data: Any) -> Metadata:
         or not source.keys() <= _SOURCE_FIELDS.keys()
         or any(not isinstance(x, str) for k in ("files", "exclude") for x in source.get(k, ()))
         or source.get("mode", "copy") not in _MODES
+        or sum(k in source for k in ("hf", "url", "path")) != 1
     ):
         raise Malformed("source")
     hashes = data["hashes"]
@@ -130,6 +131,7 @@ def metadata_from_dict(data: Any) -> Metadata:
         and data["official_name"]
         and _full(_SLUG, cleaned)
         and len(cleaned) <= 128
+        and isinstance(data["model_type"], str)
         and data["model_type"] in _TYPES
         and _full(_SLUG, data["family"])
         and _full(_SLUG, data["kind"])

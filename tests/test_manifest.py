@@ -278,7 +278,7 @@ def test_missing_and_undecodable_files(tmp_path: Path) -> None:
 def test_the_shipped_example_is_valid() -> None:
     example = Path(__file__).parent.parent / "manifests" / "example.yaml"
     m = load_manifest(example, home=Path("/nonexistent-home"))
-    assert len(m.models) == 2 and [a.name for a in m.apps] == ["comfy"]
+    assert len(m.models) == 4 and [a.name for a in m.apps] == ["comfy"]
 
 
 # --- fuzzing: any YAML document gives a manifest or InvalidInputError, never another exception ----
