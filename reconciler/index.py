@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,12 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import IndexDbError
+from reconciler.facts import LinkRecord
 from reconciler.model import Metadata, Overrides
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "models.db"
 
+# ``models`` is a rowid table on purpose: its ~1.5 KB rows (metadata_json) do not fit an index
+# b-tree cell, so WITHOUT ROWID put each row on its own overflow page (2x the file, 2x the rebuild).
 _MODELS_DDL = """
 CREATE TABLE models (
     id            TEXT PRIMARY KEY,
@@ -45,7 +49,7 @@ CREATE TABLE models (
     overrides_json TEXT NOT NULL,
     metadata_json TEXT NOT NULL,
     updated_at    TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE TABLE model_tags (
     tag      TEXT NOT NULL,
     model_id TEXT NOT NULL,
@@ -186,7 +190,7 @@ class Index:
             args.append(f'$."{_json_key(q.app)}".enabled')
         if q.search:
             where.append(
-                "(instr(lower(official_name), ?) OR instr(cleaned_name, ?) OR instr(id, ?))"
+                "(instr(unicode_lower(official_name), ?) OR instr(cleaned_name, ?) OR instr(id, ?))"
             )
             needle = q.search.lower()
             args += [needle, needle, needle]
@@ -199,6 +203,52 @@ class Index:
 
     def ids(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT id FROM models")}
+
+    def metadata_texts(self) -> dict[str, str]:
+        """``id -> metadata_json`` of every row: the planner compares them with the files."""
+        return dict(self.conn.execute("SELECT id, metadata_json FROM models"))
+
+    # -- link registry ---------------------------------------------------------------------------
+
+    def links(self) -> list[LinkRecord]:
+        rows = self.conn.execute(
+            "SELECT target, link_path, model_id, file, mode FROM links ORDER BY target, link_path"
+        )
+        return [LinkRecord(*r) for r in rows]
+
+    def add_link(self, record: LinkRecord) -> None:
+        with self._transaction():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO links VALUES (?, ?, ?, ?, ?)",
+                (record.app, record.link_path, record.model_id, record.file, record.mode),
+            )
+
+    def remove_link(self, app: str, link_path: str) -> None:
+        with self._transaction():
+            self.conn.execute(
+                "DELETE FROM links WHERE target = ? AND link_path = ?", (app, link_path)
+            )
+
+    # -- stat cache ------------------------------------------------------------------------------
+
+    def cache_hashes(self, path: Path, sha256: str, blake3: str) -> None:
+        """Remember the hashes of ``path`` as it is now (size, mtime_ns, inode)."""
+        st = os.stat(path)
+        with self._transaction():
+            self.conn.execute(
+                "INSERT OR REPLACE INTO file_stats VALUES (?, ?, ?, ?, ?, ?)",
+                (str(path), st.st_size, st.st_mtime_ns, st.st_ino, sha256, blake3),
+            )
+
+    def cached_hashes(self, path: Path, st: os.stat_result) -> tuple[str, str] | None:
+        """The hashes of ``path`` if it has not changed (same size, mtime_ns, inode) since."""
+        row = self.conn.execute(
+            "SELECT size, mtime_ns, inode, sha256, blake3 FROM file_stats WHERE path = ?",
+            (str(path),),
+        ).fetchone()
+        if row is None or tuple(row[:3]) != (st.st_size, st.st_mtime_ns, st.st_ino):
+            return None
+        return row[3], row[4]
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -298,6 +348,8 @@ def open_index(root: Path) -> Iterator[Index]:
 
 
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    # SQLite's lower() folds ASCII only; the search needle is lowered by Python (str.lower).
+    conn.create_function("unicode_lower", 1, _unicode_lower, deterministic=True)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     try:
@@ -323,6 +375,10 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
             raise
         conn.commit()
         log.info("migrated %s to schema %d", path, target + 1)
+
+
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def json1_available() -> bool:
