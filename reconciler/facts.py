@@ -1,0 +1,87 @@
+"""Observed facts about the disk, as frozen values (layer L0): what ``observe`` finds, what the
+planner reads. Defined here, below both, so the pure planner never imports the observing code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reconciler.model import Metadata
+
+
+@dataclass(frozen=True)
+class FileStat:
+    size: int
+    mtime_ns: int
+    inode: int
+    dev: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStat:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """A local source as it is now: one file, or a folder of files (relative paths)."""
+
+    path: str
+    files: tuple[tuple[str, FileStat], ...] = ()
+    is_dir: bool = False
+    error: str | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for _, s in self.files)
+
+
+@dataclass(frozen=True)
+class LibraryModel:
+    """A model folder in the library, with what its metadata says and what is really there."""
+
+    id: str
+    folder: str
+    metadata: Metadata | None
+    metadata_text: str | None
+    overrides_text: str | None
+    error: str | None
+    #: Files listed in metadata that exist, with their stat; missing ones are absent.
+    present: tuple[tuple[str, FileStat], ...] = ()
+    #: Files in the folder that metadata does not list, with their sizes.
+    extra: tuple[tuple[str, int], ...] = ()
+
+
+class PathKind(StrEnum):
+    MISSING = "missing"
+    SYMLINK = "symlink"
+    FILE = "file"
+    DIR = "dir"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class PathFacts:
+    """What stands at a path, without following a final symlink."""
+
+    path: str
+    kind: PathKind
+    #: For a symlink: where it points, made absolute against the link's folder (not resolved).
+    points_to: str | None = None
+    #: For a symlink: whether its target exists.
+    target_exists: bool = False
+    inode: int = 0
+    dev: int = 0
+    nlink: int = 0
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    """One row of the link registry: a link mlib made, so it only ever removes its own."""
+
+    app: str
+    link_path: str
+    model_id: str
+    file: str  # relative path in the model folder; "" for a folder link
+    mode: str  # symlink | hardlink | copy: what was really made
