@@ -59,3 +59,19 @@ class IndexDbError(ReconcilerError):
 
 class LockTimeoutError(ReconcilerError):
     """Another process holds the library lock."""
+
+
+class TranslationError(ReconcilerError):
+    """No translation fits an app target, two fit equally well, or a rule cannot be applied."""
+
+
+class StalePlanError(ReconcilerError):
+    """A saved plan no longer matches the manifest or the disk."""
+
+
+class FileChangedError(ReconcilerError):
+    """A file changed (size, mtime or identity) while it was being read, so its hashes are void."""
+
+
+class LinkLoopError(ReconcilerError):
+    """A folder link would sit inside the folder it points to (apps following links would loop)."""
