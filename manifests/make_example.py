@@ -23,7 +23,11 @@ def safetensors(tensors: dict[str, tuple[int, ...]], metadata: dict[str, str]) -
         size = 4
         for dim in shape:
             size *= dim
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # keep the data 8-byte aligned, as the format recommends
@@ -62,8 +66,9 @@ def main(folder: Path) -> None:
     bundle = downloads / "tiny-diffusers-pipeline"
     write(
         bundle / "model_index.json",
-        json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet"]})
-        .encode(),
+        json.dumps(
+            {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet"]}
+        ).encode(),
     )
     write(bundle / "unet" / "config.json", b'{"in_channels": 4}\n')
     write(
@@ -71,8 +76,14 @@ def main(folder: Path) -> None:
         safetensors({"conv_in.weight": (8, 4, 3, 3)}, {}),
     )
     (folder / "ComfyUI" / "models").mkdir(parents=True, exist_ok=True)
-    print(f"example sources in {downloads}; ComfyUI models folder at {folder / 'ComfyUI' / 'models'}")
+    print(
+        f"example sources in {downloads}; ComfyUI models folder at {folder / 'ComfyUI' / 'models'}"
+    )
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "example")
+    main(
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).resolve().parent.parent / "example"
+    )

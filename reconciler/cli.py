@@ -142,7 +142,13 @@ def init(obj: Context, force: bool) -> None:
 @_handle_errors
 def validate(obj: Context) -> None:
     """Check the manifest: every problem at once, with file, line and field."""
+    from reconciler.errors import InvalidInputError
+    from reconciler.translations import translation_problems
+
     manifest = obj.manifest()
+    problems = translation_problems(manifest.translations)
+    if problems:
+        raise InvalidInputError(problems)
     n, a = len(manifest.models), len(manifest.apps)
     click.echo(
         f"{obj.manifest_path}: valid ({n} model{'s' if n != 1 else ''}, "
@@ -240,20 +246,13 @@ def _list_json(rows: list[Row]) -> dict[str, Any]:
 
 def _print_table(rows: list[Row]) -> None:
     header = ("ID", "KIND", "SIZE", "TAGS")
+    from reconciler.render import human_bytes
+
     table = [(r.id, r.kind, human_bytes(r.size_bytes), ",".join(r.tags)) for r in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *table, strict=False)]
     for line in [header, *table] if table else []:
         click.echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     click.echo(f"{len(rows)} model{'s' if len(rows) != 1 else ''}")
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
 
 
 @main.command()
@@ -286,3 +285,154 @@ def _root_or_default(obj: Context) -> Path:
 def _print_checks(checks: Iterable[Any]) -> None:
     for c in checks:
         click.echo(f"{c.status.value:<8} {c.name:<18} {c.detail}")
+
+
+@main.command()
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--prune", is_flag=True, help="Also move models that left the manifest to the trash.")
+@click.option(
+    "--detailed-exitcode", is_flag=True, help="Exit 0 when nothing to do, 2 when there are changes."
+)
+@click.pass_context
+@_handle_errors
+def plan(
+    ctx: click.Context, out: Path | None, as_json: bool, prune: bool, detailed_exitcode: bool
+) -> None:
+    """Show what apply would do: imports, renames, links, unlinks, removals."""
+    from reconciler import api
+    from reconciler.render import plan_lines, plan_to_json
+
+    obj: Context = ctx.obj
+    result = api.make_plan(obj.manifest_path, prune=prune)
+    if as_json:
+        click.echo(json.dumps(plan_to_json(result.plan), indent=2))
+    else:
+        for line in plan_lines(result.plan, verbose=_verbosity(ctx) > 0):
+            click.echo(line)
+    if out is not None:
+        api.save_plan(result, out, prune=prune)
+        click.echo(f"saved to {out}; apply it with 'mlib apply {out}'", err=as_json)
+    if detailed_exitcode and (result.plan.actions or result.plan.conflicts):
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-y", "--yes", is_flag=True, help="Do not ask.")
+@click.option("--prune", is_flag=True, help="Also move models that left the manifest to the trash.")
+@click.option("--locked", is_flag=True, help="Install exactly the lock file (remote sources).")
+@click.option(
+    "--lock-timeout", default=10.0, show_default=True, help="Seconds to wait for another apply."
+)
+@click.pass_context
+@_handle_errors
+def apply(
+    ctx: click.Context,
+    planfile: Path | None,
+    yes: bool,
+    prune: bool,
+    locked: bool,
+    lock_timeout: float,
+) -> None:
+    """Apply the plan (a saved PLANFILE exactly, or refused as stale)."""
+    from reconciler import api
+    from reconciler.render import plan_lines
+
+    obj: Context = ctx.obj
+    if locked:
+        click.echo("mlib: --locked has nothing to do for local sources yet; ignored", err=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            click.echo("mlib: not a terminal: pass -y to apply without asking", err=True)
+            sys.exit(1)
+        preview = api.make_plan(obj.manifest_path, prune=prune)
+        for line in plan_lines(preview.plan):
+            click.echo(line)
+        if not preview.plan.actions:
+            return
+        if not click.confirm("Apply these changes?"):
+            click.echo("Nothing changed.")
+            sys.exit(1)
+    result = api.apply(obj.manifest_path, saved=planfile, prune=prune, lock_timeout=lock_timeout)
+    for step in result.report.steps:
+        a = step.action
+        mark = {"done": "ok", "failed": "FAILED", "skipped": "skipped"}[step.outcome.value]
+        detail = f" ({step.detail})" if step.detail else ""
+        click.echo(f"  {mark:<7} {a.kind.value:<15} {a.path or a.model}{detail}")
+    done = sum(1 for s in result.report.steps if s.outcome.value == "done")
+    failed = len(result.report.failed)
+    conflicts = len(result.plan.conflicts)
+    click.echo(
+        f"Applied {done} of {len(result.report.steps)} actions; {failed} failed; "
+        f"{conflicts} conflict{'s' if conflicts != 1 else ''} left untouched."
+    )
+    if failed or conflicts:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print drift as JSON.")
+@click.pass_obj
+@_handle_errors
+def status(obj: Context, as_json: bool) -> None:
+    """Drift between the manifest, the library, the index and the app folders (exit 2 if any)."""
+    from reconciler import api
+    from reconciler.render import show
+
+    result = api.make_plan(obj.manifest_path)
+    drift = result.plan.drift
+    conflicts = result.plan.conflicts
+    if as_json:
+        data = {
+            "schema_version": 1,
+            "drift": [
+                {"kind": d.kind.value, "model": d.model, "path": d.path, "message": d.message}
+                for d in drift
+            ],
+            "conflicts": [
+                {"kind": c.kind.value, "model": c.model, "path": c.path, "message": c.message}
+                for c in conflicts
+            ],
+            "in_sync": not drift and not conflicts,
+        }
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for d in drift:
+            click.echo(f"  {d.kind.value:<16} {show(d.path) or d.model}: {d.message}")
+        for c in conflicts:
+            click.echo(f"  {'conflict':<16} {show(c.path)}: {c.message}")
+        if not drift and not conflicts:
+            click.echo("In sync: the library, the index and the app folders match the manifest.")
+        else:
+            click.echo(
+                f"{len(drift)} drifted, {len(conflicts)} conflicts; 'mlib plan' shows the fix."
+            )
+    if drift or conflicts:
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("ids", nargs=-1)
+@click.pass_obj
+@_handle_errors
+def verify(obj: Context, ids: tuple[str, ...]) -> None:
+    """Rehash model files and compare with metadata.json (exit 1 on any mismatch)."""
+    from reconciler import api
+    from reconciler.render import human_bytes
+
+    root, _ = obj.library_root()
+    result = api.verify(root, list(ids) or None)
+    for m in result.mismatches:
+        click.echo(f"MISMATCH {m.model}: {m.path}: {m.message}", err=True)
+    click.echo(
+        f"verified {result.checked_files} files ({human_bytes(result.checked_bytes)}); "
+        f"{len(result.mismatches)} mismatch{'es' if len(result.mismatches) != 1 else ''}"
+    )
+    if result.mismatches:
+        sys.exit(1)
+
+
+def _verbosity(ctx: click.Context) -> int:
+    root = ctx.find_root()
+    return int(root.params.get("verbose") or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -107,3 +108,74 @@ def test_doctor_names_a_missing_requirement() -> None:
 def test_help_works_everywhere(tmp_path: Path, args: list[str]) -> None:
     r = mlib(*args, cwd=tmp_path)
     assert r.returncode == 0 and "Usage: mlib" in r.stdout
+
+
+def _example(tmp_path: Path) -> Path:
+    """The shipped example, made in a temp folder: manifest at tmp/manifests/example.yaml."""
+    (tmp_path / "manifests").mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "manifests" / "example.yaml").write_text(
+        (repo / "manifests" / "example.yaml").read_text()
+    )
+    subprocess.run(
+        [sys.executable, str(repo / "manifests" / "make_example.py"), str(tmp_path / "example")],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return tmp_path / "manifests" / "example.yaml"
+
+
+def _schema(name: str) -> dict[str, object]:
+    path = Path(__file__).resolve().parent.parent / "schemas" / f"{name}.schema.json"
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def test_plan_apply_status_verify_cycle_on_the_example(tmp_path: Path) -> None:
+    import jsonschema
+
+    manifest = str(_example(tmp_path))
+    r = mlib("-m", manifest, "plan", "--detailed-exitcode", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert (
+        r.stdout.splitlines()[-1]
+        == "Plan: 4 to import (14.1 KB), 4 to link, 0 to unlink, 0 to remove, 4 other changes; 0 conflicts."
+    )
+    assert "  + import          diffusion/sd15/tiny_sd_checkpoint (10.3 KB)" in r.stdout
+    r = mlib("-m", manifest, "status", cwd=tmp_path)
+    assert r.returncode == 2 and "model_missing" in r.stdout
+    r = mlib("-m", manifest, "status", "--json", cwd=tmp_path)
+    status = json.loads(r.stdout)
+    jsonschema.validate(status, _schema("status"))
+    assert r.returncode == 2 and not status["in_sync"]
+    assert sorted({d["kind"] for d in status["drift"]}) == ["link_missing", "model_missing"]
+    r = mlib("-m", manifest, "apply", cwd=tmp_path)  # no terminal, no -y: refuse
+    assert r.returncode == 1 and "pass -y" in r.stderr
+    assert not (tmp_path / "example" / "shared-resources").exists()
+    r = mlib("-m", manifest, "plan", "-o", "saved.json", cwd=tmp_path)
+    assert r.returncode == 0 and (tmp_path / "saved.json").exists()
+    r = mlib("-m", manifest, "apply", "-y", "saved.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (
+        r.stdout.splitlines()[-1]
+        == "Applied 12 of 12 actions; 0 failed; 0 conflicts left untouched."
+    )
+    r = mlib("-m", manifest, "plan", "--detailed-exitcode", cwd=tmp_path)
+    assert r.returncode == 0 and "No changes." in r.stdout
+    r = mlib("-m", manifest, "status", "--json", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["in_sync"] is True
+    r = mlib("-m", manifest, "verify", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("verified 6 files")
+    r = mlib("-m", manifest, "apply", "-y", "saved.json", cwd=tmp_path)  # now stale
+    assert r.returncode == 1 and "the plan is stale" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_json_follows_its_schema(tmp_path: Path) -> None:
+    import jsonschema
+
+    manifest = str(_example(tmp_path))
+    r = mlib("-m", manifest, "plan", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    jsonschema.validate(data, _schema("plan"))
+    assert data["summary"]["import"] == 4 and data["summary"]["link"] == 4

@@ -1,0 +1,264 @@
+"""Apply a plan: exactly its actions, in its order (layer L3).
+
+Safety rules kept here:
+- an import builds the whole model folder in ``.mlib/staging/`` (files, metadata.json,
+  overrides.json) and renames it into place, so a model folder is complete or absent;
+- a ``move`` hardlinks (or copies) first and removes the source only after the model folder is in
+  place, so a crash at any moment leaves the user's file where it was;
+- a link is written to the registry before it is made and forgotten after it is removed, so the
+  registry always names every link mlib may have made;
+- a failed action fails its model's later actions, never the other models'.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from reconciler import fsops
+from reconciler.actions import Action, Plan
+from reconciler.errors import ReconcilerError
+from reconciler.facts import LinkRecord
+from reconciler.hashing import FileHashes, copy_and_hash, hash_file
+from reconciler.index import Index
+from reconciler.library import Skipped, read_entry
+from reconciler.metadata import METADATA_FILE, OVERRIDES_FILE, dumps
+from reconciler.planner import STAGING, TRASH
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], str]
+Progress = Callable[[Action, int], None]
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Step:
+    action: Action
+    outcome: Outcome
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    steps: tuple[Step, ...]
+
+    @property
+    def failed(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.outcome is Outcome.FAILED)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+class Executor:
+    def __init__(self, root: Path, index: Index, clock: Clock, progress: Progress | None = None):
+        self.root = root
+        self.index = index
+        self.clock = clock
+        self.progress = progress
+
+    def run(self, plan: Plan) -> Report:
+        steps: list[Step] = []
+        failed_models: set[str] = set()
+        for action in plan.actions:
+            if action.model and action.model in failed_models:
+                steps.append(Step(action, Outcome.SKIPPED, "an earlier step of this model failed"))
+                continue
+            try:
+                detail = self.do(action)
+            except (OSError, ReconcilerError) as exc:
+                message = _describe(exc)
+                log.error("%s %s failed: %s", action.kind.value, action.path, message)
+                steps.append(Step(action, Outcome.FAILED, message))
+                if action.model:
+                    failed_models.add(action.model)
+                continue
+            log.info("%s %s", action.kind.value, action.path or action.model)
+            steps.append(Step(action, Outcome.DONE, detail))
+        return Report(tuple(steps))
+
+    def do(self, a: Action) -> str:
+        handler: Callable[[Action], str] = getattr(self, f"_{a.kind.value}")
+        return handler(a)
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _clear_staging(self, a: Action) -> str:
+        staging = (self.root / STAGING).resolve()
+        path = Path(a.path)
+        if path.resolve().parent != staging:
+            raise ReconcilerError(f"{a.path} is not in {staging}; refusing to remove it")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        return "cleared"
+
+    def _mkdir(self, a: Action) -> str:
+        os.makedirs(a.path, exist_ok=True)
+        return "created"
+
+    def _import(self, a: Action) -> str:
+        data = json.loads(a.data)
+        final = Path(a.path)
+        if final.exists():
+            raise ReconcilerError(f"{final} appeared since the plan was made; run plan again")
+        staging = self.root / STAGING / a.model.replace("/", "__")
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        files: list[dict[str, Any]] = []
+        stats: list[tuple[str, FileHashes]] = []
+        for f in a.files:
+            dest = staging / f.dest
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            hashes = self._bring(Path(f.source), dest, a)
+            files.append(
+                {
+                    "path": f.dest,
+                    "size": hashes.size,
+                    "sha256": hashes.sha256,
+                    "blake3": hashes.blake3,
+                }
+            )
+            stats.append((f.dest, hashes))
+        now = self.clock()
+        meta = dict(data["metadata"])
+        primary = max(files, key=lambda f: (f["size"], f["path"])) if files else None
+        meta.update(
+            files=files,
+            hashes=None
+            if primary is None
+            else {"sha256": primary["sha256"], "blake3": primary["blake3"]},
+            size_bytes=sum(f["size"] for f in files),
+            added_at=now,
+            updated_at=now,
+        )
+        ordered = {k: meta[k] for k in _METADATA_ORDER}
+        fsops.atomic_write(staging / METADATA_FILE, dumps(ordered))
+        fsops.atomic_write(staging / OVERRIDES_FILE, dumps(data["overrides"]))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, final)  # the model appears complete, or not at all
+        fsops.fsync_dir(final.parent)
+        for rel, hashes in stats:
+            self.index.cache_hashes(final / rel, hashes.sha256, hashes.blake3)
+        if a.mode == "move":
+            for f in a.files:
+                os.unlink(f.source)  # only now: the library holds a verified copy
+        return f"{len(files)} file(s), {sum(f['size'] for f in files)} bytes"
+
+    def _bring(self, source: Path, dest: Path, a: Action) -> FileHashes:
+        """Put ``source`` at ``dest`` (a hardlink when asked or moving, else a copy) and hash it."""
+        progress = None if self.progress is None else (lambda n: self.progress(a, n))  # type: ignore[misc]
+        if a.mode in ("hardlink", "move"):
+            try:
+                os.link(source, dest)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                    raise
+                log.info("cannot hardlink %s (%s); copying", source, exc.strerror)
+            else:
+                return hash_file(dest, progress)
+        before = source.stat()
+        hashes = copy_and_hash(source, dest, progress)
+        if hashes.size != before.st_size:
+            raise ReconcilerError(f"{source} changed while it was copied; run apply again")
+        return hashes
+
+    def _rename(self, a: Action) -> str:
+        target = Path(a.target)
+        if target.exists():
+            raise ReconcilerError(f"{target} already exists; refusing to overwrite it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(a.path, target)
+        fsops.fsync_dir(target.parent)
+        return f"now {target}"
+
+    def _write_metadata(self, a: Action) -> str:
+        data = json.loads(a.data)
+        data["updated_at"] = self.clock()
+        fsops.atomic_write(Path(a.path), dumps(data))
+        return "written"
+
+    def _write_overrides(self, a: Action) -> str:
+        fsops.atomic_write(Path(a.path), a.data.encode("utf-8"))
+        return "written"
+
+    def _index_upsert(self, a: Action) -> str:
+        entry = read_entry(a.model, a.path)
+        if isinstance(entry, Skipped):
+            raise ReconcilerError(f"cannot index {a.model}: {entry.reason}")
+        self.index.upsert(entry)
+        return "indexed"
+
+    def _index_delete(self, a: Action) -> str:
+        self.index.delete(a.model)
+        return "removed from the index"
+
+    def _link(self, a: Action) -> str:
+        record = LinkRecord(a.app, a.path, a.model, self._file_of(a), a.mode)
+        if a.data == "adopt":
+            self.index.add_link(record)
+            return "recorded"
+        self.index.add_link(record)  # first: the registry names every link mlib may have made
+        made = fsops.make_link(Path(a.target), Path(a.path), a.mode)
+        self.index.add_link(LinkRecord(a.app, a.path, a.model, record.file, made))
+        return made
+
+    def _relink(self, a: Action) -> str:
+        link = Path(a.path)
+        if link.is_symlink():
+            made = fsops.replace_link(Path(a.target), link, a.mode, None)
+        else:
+            raise ReconcilerError(f"{link} is no longer a symlink; run plan again")
+        self.index.add_link(LinkRecord(a.app, a.path, a.model, self._file_of(a), made))
+        return made
+
+    def _unlink(self, a: Action) -> str:
+        link = Path(a.path)
+        if os.path.lexists(link):
+            expected = Path(a.target) if a.target else None
+            fsops.remove_link(link, expected, a.mode)
+        if a.app:
+            self.index.remove_link(a.app, a.path)
+        return "removed"
+
+    def _trash(self, a: Action) -> str:
+        moved = fsops.move_to_trash(Path(a.path), Path(a.target))
+        return f"moved to {moved}"
+
+    def _file_of(self, a: Action) -> str:
+        folder = os.path.join(str(self.root), a.model)
+        rel = os.path.relpath(a.target, folder)
+        return "" if rel == "." else rel.replace(os.sep, "/")
+
+
+_METADATA_ORDER = (
+    "schema_version", "id", "official_name", "cleaned_name", "model_type", "family", "kind",
+    "tags", "source", "files", "hashes", "size_bytes", "added_at", "updated_at",
+)  # fmt: skip
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc)
+
+
+__all__ = ["TRASH", "Executor", "Outcome", "Report", "Step"]

@@ -1,0 +1,698 @@
+"""The pure planner: ``desire`` turns the manifest into wanted models and links, ``plan`` compares
+them with the observed facts and returns the ordered :class:`~reconciler.actions.Plan`.
+
+No I/O, no clock, no randomness (a test enforces the imports): the same inputs always give the
+same plan, which is what lets ``mlib apply PLANFILE`` refuse a plan whose world has changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from reconciler.actions import (
+    ORDER,
+    Action,
+    ActionKind,
+    Conflict,
+    ConflictKind,
+    Drift,
+    DriftKind,
+    ImportFile,
+    NoOp,
+    Plan,
+)
+from reconciler.errors import NamingError
+from reconciler.facts import LibraryModel, LinkRecord, PathFacts, PathKind, SourceFacts
+from reconciler.metadata import metadata_to_dict, overrides_to_dict, source_to_dict
+from reconciler.model import (
+    AppOverride,
+    AppTarget,
+    LocalSource,
+    Manifest,
+    Metadata,
+    ModelSpec,
+    Overrides,
+)
+from reconciler.naming import check_relpath, clean_filename
+from reconciler.translations import Translation, links_for
+from reconciler.versions import parse_range
+
+STAGING = ".mlib/staging"
+TRASH = ".mlib/trash"
+
+
+# --- what the manifest wants ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WantedLink:
+    app: str
+    path: str  # absolute path of the link in the app's models folder
+    target: str  # absolute path of the file or model folder it shows
+    model: str
+    file: str  # relative path in the model folder; "" for a folder link
+    mode: str  # the app target's link mode (auto | symlink | hardlink | copy)
+
+
+@dataclass(frozen=True)
+class WantedModel:
+    spec: ModelSpec
+    folder: str
+    #: Files of the model (relative paths) with sizes: from metadata, or from the source to import.
+    files: tuple[tuple[str, int], ...]
+    #: The library model this one is renamed from, when its id changed in the manifest.
+    rename_from: str | None = None
+    #: Set when the model must be imported from its source.
+    imports: tuple[ImportFile, ...] = ()
+    links: tuple[WantedLink, ...] = ()
+
+
+@dataclass(frozen=True)
+class Desired:
+    models: tuple[WantedModel, ...] = ()
+    conflicts: tuple[Conflict, ...] = ()
+    noops: tuple[NoOp, ...] = ()
+
+    @property
+    def links(self) -> tuple[WantedLink, ...]:
+        return tuple(link for m in self.models for link in m.links)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the planner knows about the disk (built by ``observe``)."""
+
+    library: Mapping[str, LibraryModel] = field(default_factory=dict)
+    sources: Mapping[str, SourceFacts] = field(default_factory=dict)
+    paths: Mapping[str, PathFacts] = field(default_factory=dict)
+    registry: tuple[LinkRecord, ...] = ()
+    index: Mapping[str, str] = field(default_factory=dict)  # model id -> metadata_json in models.db
+    app_dirs: Mapping[str, bool] = field(default_factory=dict)  # target name -> models_dir exists
+    found_links: tuple[str, ...] = ()  # symlinks into the library found in app folders
+    staging: tuple[str, ...] = ()
+
+
+def desire(
+    manifest: Manifest,
+    translations: Mapping[str, Translation | str],
+    library: Mapping[str, LibraryModel],
+    sources: Mapping[str, SourceFacts],
+) -> Desired:
+    """The wanted models and links. ``translations`` maps each app target to its selected
+    translation, or to the reason none could be selected."""
+    root = str(manifest.library)
+    conflicts: list[Conflict] = []
+    noops: list[NoOp] = []
+    wanted_ids = {spec.id for spec in manifest.models}
+    renamable = {mid: m for mid, m in library.items() if mid not in wanted_ids and m.metadata}
+    models: list[WantedModel] = []
+    for spec in manifest.models:
+        folder = os.path.join(root, spec.id)
+        existing = library.get(spec.id)
+        if existing is not None:
+            if existing.metadata is None:
+                conflicts.append(
+                    Conflict(
+                        ConflictKind.SOURCE,
+                        spec.id,
+                        os.path.join(folder, "metadata.json"),
+                        f"the model folder exists but {existing.error}",
+                        "restore metadata.json, or move the folder away so mlib re-imports it",
+                    )
+                )
+                continue
+            files = tuple((f.path, f.size) for f in existing.metadata.files)
+            models.append(WantedModel(spec, folder, files))
+            continue
+        origin = _rename_origin(spec, renamable)
+        if origin is not None:
+            renamable.pop(origin.id)
+            assert origin.metadata is not None
+            files = tuple((f.path, f.size) for f in origin.metadata.files)
+            models.append(WantedModel(spec, folder, files, rename_from=origin.id))
+            continue
+        if not isinstance(spec.source, LocalSource):
+            conflicts.append(
+                Conflict(
+                    ConflictKind.UNSUPPORTED,
+                    spec.id,
+                    folder,
+                    f"{spec.source.kind.value} sources cannot be downloaded by this version yet",
+                    "import the file with a 'path:' source for now",
+                )
+            )
+            continue
+        facts = sources.get(spec.source.path)
+        if facts is None or facts.error is not None:
+            why = "was not looked at" if facts is None else facts.error
+            conflicts.append(
+                Conflict(
+                    ConflictKind.SOURCE,
+                    spec.id,
+                    spec.source.path,
+                    f"source {spec.source.path} {why}",
+                    "fix source.path in the manifest, or put the file back",
+                )
+            )
+            continue
+        imports = _imports(spec, facts, conflicts)
+        if imports is None:
+            continue
+        files = tuple((f.dest, f.size) for f in imports)
+        models.append(WantedModel(spec, folder, files, imports=imports))
+    models = [
+        replace(m, links=tuple(_links(m, manifest, translations, noops, conflicts))) for m in models
+    ]
+    models = _resolve_claims(models, conflicts)
+    return Desired(tuple(models), tuple(conflicts), tuple(noops))
+
+
+def _rename_origin(spec: ModelSpec, candidates: Mapping[str, LibraryModel]) -> LibraryModel | None:
+    """A library model not wanted under its own id that is this spec's model under an old id."""
+    for model_id in sorted(candidates):
+        meta = candidates[model_id].metadata
+        assert meta is not None
+        same_source = isinstance(spec.source, LocalSource) and meta.source == spec.source
+        hashes = meta.hashes
+        same_pin = spec.sha256 is not None and hashes is not None and hashes.sha256 == spec.sha256
+        if same_source or same_pin:
+            return candidates[model_id]
+    return None
+
+
+def _imports(
+    spec: ModelSpec, facts: SourceFacts, conflicts: list[Conflict]
+) -> tuple[ImportFile, ...] | None:
+    assert isinstance(spec.source, LocalSource)
+    out: list[ImportFile] = []
+    try:
+        if facts.is_dir:
+            # A bundle keeps its published relative names: its files refer to each other.
+            for rel, st in facts.files:
+                check_relpath(rel)
+                out.append(ImportFile(os.path.join(facts.path, rel), rel, st.size))
+        else:
+            ((name, st),) = facts.files
+            out.append(ImportFile(facts.path, clean_filename(name), st.size))
+    except NamingError as exc:
+        conflicts.append(
+            Conflict(ConflictKind.SOURCE, spec.id, facts.path, str(exc), "rename the source file")
+        )
+        return None
+    return tuple(out)
+
+
+def _override(spec: ModelSpec, target: str) -> AppOverride:
+    return next((o for o in spec.apps if o.target == target), AppOverride(target))
+
+
+def _links(
+    model: WantedModel,
+    manifest: Manifest,
+    translations: Mapping[str, Translation | str],
+    noops: list[NoOp],
+    conflicts: list[Conflict],
+) -> list[WantedLink]:
+    spec = model.spec
+    out: list[WantedLink] = []
+    primary = max(model.files, key=lambda f: (f[1], f[0]))[0] if model.files else ""
+    for app in manifest.apps:
+        override = _override(spec, app.name)
+        if not override.enabled:
+            noops.append(NoOp(spec.id, f"not linked into {app.name}: disabled in the manifest"))
+            continue
+        if not parse_range(override.versions).contains(app.version):
+            noops.append(
+                NoOp(
+                    spec.id,
+                    f"not linked into {app.name}: {app.app} {app.version} is outside "
+                    f"{override.versions}",
+                )
+            )
+            continue
+        translation = translations.get(app.name)
+        if not isinstance(translation, Translation):
+            continue  # reported once per app by plan()
+        wants = links_for(
+            translation,
+            type=spec.type.value,
+            family=spec.family,
+            kind=spec.kind,
+            tags=spec.tags,
+            files=[f for f, _ in model.files],
+            cleaned_name=spec.cleaned_name,
+        )
+        if not wants:
+            conflicts.append(
+                Conflict(
+                    ConflictKind.TRANSLATION,
+                    spec.id,
+                    str(app.models_dir),
+                    f"no rule of {translation.source} places a {spec.type.value} {spec.kind} "
+                    f"for {app.name}",
+                    "check the model's kind, or add a rule in a user translation",
+                )
+            )
+            continue
+        for want in wants:
+            folder = override.folder or want.folder
+            name = want.name
+            if override.filename and (want.file == primary or want.file is None):
+                name = override.filename
+            target = model.folder if want.file is None else os.path.join(model.folder, want.file)
+            out.append(
+                WantedLink(
+                    app=app.name,
+                    path=os.path.join(str(app.models_dir), folder, name),
+                    target=target,
+                    model=spec.id,
+                    file=want.file or "",
+                    mode=app.link.value,
+                )
+            )
+    return out
+
+
+def _resolve_claims(models: list[WantedModel], conflicts: list[Conflict]) -> list[WantedModel]:
+    """Two models wanting one link path: the smaller id keeps it, the others get a conflict."""
+    owner: dict[str, str] = {}
+    for m in sorted(models, key=lambda m: m.spec.id):
+        for link in m.links:
+            owner.setdefault(link.path, m.spec.id)
+    out = []
+    for m in models:
+        kept = []
+        for link in m.links:
+            if owner[link.path] == m.spec.id:
+                kept.append(link)
+            else:
+                conflicts.append(
+                    Conflict(
+                        ConflictKind.CLAIMED_TWICE,
+                        m.spec.id,
+                        link.path,
+                        f"{owner[link.path]} already links this path",
+                        "give one of them a 'filename' or 'folder' override for this app",
+                    )
+                )
+        out.append(replace(m, links=tuple(kept)))
+    return out
+
+
+# --- compare and order ------------------------------------------------------------------------
+
+
+@dataclass
+class _Builder:
+    actions: list[Action] = field(default_factory=list)
+    noops: list[NoOp] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    drift: list[Drift] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def act(self, kind: ActionKind, model: str, reason: str, **kw: Any) -> None:
+        self.actions.append(Action(kind, model, reason, **kw))
+
+
+def plan(
+    manifest: Manifest,
+    desired: Desired,
+    observed: Observed,
+    translations: Mapping[str, Translation | str],
+    *,
+    prune: bool = False,
+) -> Plan:
+    """Compare ``desired`` with ``observed``; every difference becomes an action or a conflict."""
+    b = _Builder(noops=list(desired.noops), conflicts=list(desired.conflicts))
+    root = str(manifest.library)
+    for app in manifest.apps:
+        _plan_app(app, translations.get(app.name), observed, desired, b)
+    for leftover in observed.staging:
+        b.act(
+            ActionKind.CLEAR_STAGING, "", "left by an interrupted apply (mlib's own)", path=leftover
+        )
+    for m in desired.models:
+        _plan_model(m, root, observed, b)
+    _plan_links(desired, observed, b)
+    _plan_unwanted(desired, observed, root, prune, b)
+    actions = sorted(enumerate(b.actions), key=lambda ia: (ORDER[ia[1].kind], ia[0]))
+    return Plan(
+        actions=tuple(a for _, a in actions),
+        noops=tuple(b.noops),
+        conflicts=tuple(b.conflicts),
+        drift=tuple(b.drift),
+        warnings=tuple(b.warnings),
+    )
+
+
+def _plan_app(
+    app: AppTarget,
+    translation: Translation | str | None,
+    observed: Observed,
+    desired: Desired,
+    b: _Builder,
+) -> None:
+    if not isinstance(translation, Translation):
+        b.conflicts.append(
+            Conflict(
+                ConflictKind.TRANSLATION,
+                "",
+                str(app.models_dir),
+                translation or f"no translation for {app.app}",
+                "add a translation for this app and version, or fix 'app:'/'variant:'",
+            )
+        )
+        return
+    if not observed.app_dirs.get(app.name, False) and any(
+        link.app == app.name for link in desired.links
+    ):
+        b.act(
+            ActionKind.MKDIR,
+            "",
+            f"{app.name}'s models folder does not exist yet; it will be created",
+            path=str(app.models_dir),
+            app=app.name,
+        )
+
+
+def _plan_model(m: WantedModel, root: str, observed: Observed, b: _Builder) -> None:
+    spec = m.spec
+    overrides_json = _json(overrides_to_dict(Overrides(spec.apps)))
+    if m.imports:
+        source = spec.source
+        assert isinstance(source, LocalSource)
+        data = {"metadata": _partial_metadata(spec), "overrides": json.loads(overrides_json)}
+        count = "" if len(m.imports) == 1 else f"{len(m.imports)} files "
+        b.act(
+            ActionKind.IMPORT,
+            spec.id,
+            f"new model: {source.mode.value} {count}from {source.path}",
+            path=m.folder,
+            mode=source.mode.value,
+            files=m.imports,
+            data=_json(data),
+            size=sum(f.size for f in m.imports),
+        )
+        b.act(ActionKind.INDEX_UPSERT, spec.id, "index the new model", path=m.folder)
+        b.drift.append(Drift(DriftKind.MODEL_MISSING, spec.id, m.folder, "not in the library"))
+        return
+    if m.rename_from is not None:
+        old = observed.library[m.rename_from]
+        assert old.metadata is not None
+        b.act(
+            ActionKind.RENAME,
+            spec.id,
+            f"renamed in the manifest (was {m.rename_from}); files are moved, not re-imported",
+            path=old.folder,
+            target=m.folder,
+        )
+        b.act(ActionKind.INDEX_DELETE, m.rename_from, "the model moved", path=old.folder)
+        meta = old.metadata
+        current_text: str | None = None
+        overrides_text: str | None = old.overrides_text
+    else:
+        lib = observed.library[spec.id]
+        assert lib.metadata is not None
+        meta = lib.metadata
+        current_text = lib.metadata_text
+        overrides_text = lib.overrides_text
+        _file_drift(lib, b)
+    wanted = _updated(meta, spec)
+    wanted_json = _json(metadata_to_dict(wanted))
+    if wanted != meta or m.rename_from is not None:
+        b.act(
+            ActionKind.WRITE_METADATA,
+            spec.id,
+            "metadata follows the manifest (" + ", ".join(_changed(meta, wanted)) + ")"
+            if wanted != meta
+            else "metadata follows the new id",
+            path=os.path.join(m.folder, "metadata.json"),
+            data=wanted_json,
+        )
+        if current_text is not None:
+            b.drift.append(
+                Drift(DriftKind.METADATA_STALE, spec.id, m.folder, "differs from the manifest")
+            )
+    else:
+        b.noops.append(NoOp(spec.id, "metadata matches the manifest", m.folder))
+    if overrides_text != overrides_json:
+        b.act(
+            ActionKind.WRITE_OVERRIDES,
+            spec.id,
+            "overrides follow the manifest's apps: entries",
+            path=os.path.join(m.folder, "overrides.json"),
+            data=overrides_json,
+        )
+    if wanted != meta or m.rename_from is not None:
+        b.act(ActionKind.INDEX_UPSERT, spec.id, "index the updated metadata", path=m.folder)
+    elif observed.index.get(spec.id) != current_text:
+        reason = "index row missing" if spec.id not in observed.index else "index row out of date"
+        b.drift.append(Drift(DriftKind.INDEX_STALE, spec.id, m.folder, reason))
+        b.act(ActionKind.INDEX_UPSERT, spec.id, reason, path=m.folder)
+
+
+def _file_drift(lib: LibraryModel, b: _Builder) -> None:
+    assert lib.metadata is not None
+    present = dict(lib.present)
+    extra = dict(lib.extra)
+    for entry in lib.metadata.files:
+        st = present.get(entry.path)
+        path = os.path.join(lib.folder, entry.path)
+        if st is not None and st.size == entry.size:
+            continue
+        if st is not None:
+            message = f"size {st.size} differs from metadata ({entry.size}); run 'mlib verify'"
+            b.drift.append(Drift(DriftKind.FILE_CHANGED, lib.id, path, message))
+            continue
+        b.drift.append(Drift(DriftKind.FILE_MISSING, lib.id, path, "listed in metadata, missing"))
+        # A file the user renamed: exactly one unlisted file of the same size takes the name back.
+        same = [name for name, size in extra.items() if size == entry.size]
+        if len(same) == 1:
+            b.act(
+                ActionKind.RENAME,
+                lib.id,
+                f"restore the name from metadata ({same[0]} looks renamed: same size)",
+                path=os.path.join(lib.folder, same[0]),
+                target=path,
+                mode="file",
+            )
+            del extra[same[0]]
+        else:
+            b.conflicts.append(
+                Conflict(
+                    ConflictKind.SOURCE,
+                    lib.id,
+                    path,
+                    "a file of this model is missing",
+                    "put it back, or move the model folder away so mlib re-imports it",
+                )
+            )
+    for name in sorted(extra):
+        message = "not listed in metadata (left alone)"
+        b.drift.append(Drift(DriftKind.FILE_EXTRA, lib.id, os.path.join(lib.folder, name), message))
+
+
+def _plan_links(desired: Desired, observed: Observed, b: _Builder) -> None:
+    registry = {r.link_path: r for r in observed.registry}
+    for link in desired.links:
+        facts = observed.paths.get(link.path)
+        kind = facts.kind if facts is not None else PathKind.MISSING
+        record = registry.get(link.path)
+        if kind is PathKind.MISSING:
+            b.act(
+                ActionKind.LINK,
+                link.model,
+                f"{link.app} should see it ({link.mode})",
+                path=link.path,
+                target=link.target,
+                mode=link.mode,
+                app=link.app,
+            )
+            b.drift.append(Drift(DriftKind.LINK_MISSING, link.model, link.path, "no link yet"))
+            continue
+        assert facts is not None
+        if kind is PathKind.SYMLINK:
+            if facts.points_to == link.target:
+                b.noops.append(NoOp(link.model, f"linked into {link.app}", link.path))
+                if record is None:
+                    b.act(
+                        ActionKind.LINK,
+                        link.model,
+                        "the link is right; record it as mlib's",
+                        path=link.path,
+                        target=link.target,
+                        mode="symlink",
+                        app=link.app,
+                        data="adopt",
+                    )
+                continue
+            ours = record is not None or _inside(facts.points_to, observed, desired)
+            if ours:
+                b.act(
+                    ActionKind.RELINK,
+                    link.model,
+                    f"points to {facts.points_to}, should point to {link.target}",
+                    path=link.path,
+                    target=link.target,
+                    mode=link.mode,
+                    app=link.app,
+                )
+                b.drift.append(Drift(DriftKind.LINK_WRONG, link.model, link.path, "wrong target"))
+            else:
+                b.conflicts.append(
+                    Conflict(
+                        ConflictKind.FOREIGN_LINK,
+                        link.model,
+                        link.path,
+                        f"a link mlib did not make is there (to {facts.points_to})",
+                        "remove or rename it yourself, or give this model a 'filename' override",
+                    )
+                )
+                b.drift.append(Drift(DriftKind.FOREIGN, link.model, link.path, "foreign link"))
+            continue
+        if (
+            record is not None
+            and record.model_id == link.model
+            and record.mode
+            in (
+                "hardlink",
+                "copy",
+            )
+        ):
+            b.noops.append(NoOp(link.model, f"{record.mode} in {link.app}", link.path))
+            continue
+        b.conflicts.append(
+            Conflict(
+                ConflictKind.FILE_IN_THE_WAY,
+                link.model,
+                link.path,
+                f"a {kind.value} that mlib did not make is where the link should go",
+                "move it away (or into the library with 'mlib adopt'); mlib never overwrites it",
+            )
+        )
+        b.drift.append(Drift(DriftKind.FOREIGN, link.model, link.path, f"foreign {kind.value}"))
+
+
+def _inside(path: str | None, observed: Observed, desired: Desired) -> bool:
+    if path is None:
+        return False
+    roots = {os.path.dirname(os.path.dirname(os.path.dirname(m.folder))) for m in desired.models}
+    roots |= {
+        os.path.dirname(os.path.dirname(os.path.dirname(m.folder)))
+        for m in observed.library.values()
+    }
+    return any((path + os.sep).startswith(r + os.sep) for r in roots if r)
+
+
+def _plan_unwanted(
+    desired: Desired, observed: Observed, root: str, prune: bool, b: _Builder
+) -> None:
+    wanted_paths = {link.path for link in desired.links}
+    registered = {r.link_path for r in observed.registry}
+    for record in observed.registry:
+        if record.link_path in wanted_paths:
+            continue
+        facts = observed.paths.get(record.link_path)
+        gone = facts is None or facts.kind is PathKind.MISSING
+        b.act(
+            ActionKind.UNLINK,
+            record.model_id,
+            "already gone; forget it" if gone else f"{record.app} should no longer see it",
+            path=record.link_path,
+            mode=record.mode,
+            app=record.app,
+            target=os.path.join(root, record.model_id, record.file),
+        )
+        if not gone:
+            b.drift.append(
+                Drift(DriftKind.LINK_EXTRA, record.model_id, record.link_path, "no longer wanted")
+            )
+    for path in observed.found_links:
+        if path in wanted_paths or path in registered:
+            continue
+        facts = observed.paths.get(path)
+        b.act(
+            ActionKind.UNLINK,
+            "",
+            "a symlink into the library that no model wants here",
+            path=path,
+            mode="symlink",
+            target=(facts.points_to or "") if facts else "",
+        )
+    wanted = {m.spec.id for m in desired.models} | {
+        m.rename_from for m in desired.models if m.rename_from
+    }
+    for model_id, lib in sorted(observed.library.items()):
+        if model_id in wanted:
+            continue
+        if prune:
+            b.act(
+                ActionKind.TRASH,
+                model_id,
+                "not in the manifest (--prune): moved to .mlib/trash, not deleted",
+                path=lib.folder,
+                target=os.path.join(root, TRASH),
+            )
+            if model_id in observed.index:
+                b.act(ActionKind.INDEX_DELETE, model_id, "pruned", path=lib.folder)
+        else:
+            b.drift.append(
+                Drift(DriftKind.MODEL_UNMANAGED, model_id, lib.folder, "not in the manifest")
+            )
+            b.noops.append(
+                NoOp(model_id, "not in the manifest; kept (--prune moves it to the trash)")
+            )
+    for model_id in sorted(observed.index):
+        if model_id not in observed.library and model_id not in wanted:
+            b.act(ActionKind.INDEX_DELETE, model_id, "no such model folder any more")
+            b.drift.append(Drift(DriftKind.INDEX_STALE, model_id, "", "row without a folder"))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _partial_metadata(spec: ModelSpec) -> dict[str, Any]:
+    """What an import knows before hashing; the executor adds files, hashes and times."""
+    return {
+        "schema_version": 1,
+        "id": spec.id,
+        "official_name": spec.name,
+        "cleaned_name": spec.cleaned_name,
+        "model_type": spec.type.value,
+        "family": spec.family,
+        "kind": spec.kind,
+        "tags": list(spec.tags),
+        "source": source_to_dict(spec.source),
+    }
+
+
+def _updated(meta: Metadata, spec: ModelSpec) -> Metadata:
+    return replace(
+        meta,
+        id=spec.id,
+        official_name=spec.name,
+        cleaned_name=spec.cleaned_name,
+        model_type=spec.type,
+        family=spec.family,
+        kind=spec.kind,
+        tags=spec.tags,
+        source=spec.source,
+    )
+
+
+def _changed(old: Metadata, new: Metadata) -> list[str]:
+    fields = ("id", "official_name", "model_type", "family", "kind", "tags", "source")
+    return [f for f in fields if getattr(old, f) != getattr(new, f)]
+
+
+def _mode_text(spec: ModelSpec) -> str:
+    assert isinstance(spec.source, LocalSource)
+    return {"copy": "copy", "hardlink": "hardlink", "move": "move"}[spec.source.mode.value]
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,308 @@
+"""plan -> apply -> plan on real trees under tmp_path: links, conflicts, stale plans, idempotence."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler import api
+from reconciler.actions import ActionKind
+from reconciler.errors import StalePlanError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_tree(tmp: Path, models: str, app: str = "") -> Path:
+    """A manifest at tmp/mlib.yaml with a library at tmp/lib and ComfyUI at tmp/comfy."""
+    app = app or '  comfy: {app: comfyui, version: "0.3.62", models_dir: comfy}\n'
+    text = f"version: 1\nlibrary: lib\napps:\n{app}models:\n{models}"
+    (tmp / "mlib.yaml").write_text(text)
+    (tmp / "comfy").mkdir(exist_ok=True)
+    return tmp / "mlib.yaml"
+
+
+def source(tmp: Path, name: str, size: int = 1000, seed: int = 0) -> Path:
+    path = tmp / "src" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(hashlib.sha256(f"{name}{seed}".encode()).digest() * (size // 32 + 1))
+    return path
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+LORA = "  - {name: My LoRA, type: diffusion, family: sdxl, kind: lora, source: {path: src/my lora.safetensors}}\n"
+
+
+def test_apply_imports_links_and_converges(tmp_path: Path) -> None:
+    src = source(tmp_path, "my lora.safetensors", 5000)
+    manifest = make_tree(tmp_path, LORA)
+    result = api.apply(manifest)
+    assert result.report.ok, result.report.failed
+    folder = tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora"
+    stored = folder / "my_lora.safetensors"
+    assert stored.read_bytes() == src.read_bytes()
+    assert src.exists(), "copy mode keeps the source"
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["official_name"] == "My LoRA" and meta["cleaned_name"] == "my_lora"
+    assert meta["files"] == [
+        {
+            "path": "my_lora.safetensors",
+            "size": 5024,
+            "sha256": sha(src),
+            "blake3": meta["hashes"]["blake3"],
+        }
+    ]
+    link = tmp_path / "comfy" / "loras" / "my_lora.safetensors"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link)), "a relative symlink"
+    assert link.resolve() == stored.resolve()
+    again = api.make_plan(manifest)
+    assert again.plan.actions == (), [a.reason for a in again.plan.actions]
+    assert not again.plan.drift and not again.plan.conflicts
+    rows = api.query(tmp_path / "lib", api.Query(kind="lora"))
+    assert [r.id for r in rows] == ["diffusion/sdxl/my_lora"]
+
+
+def test_a_real_file_at_the_link_path_survives_untouched(tmp_path: Path) -> None:
+    source(tmp_path, "my lora.safetensors")
+    manifest = make_tree(tmp_path, LORA)
+    mine = tmp_path / "comfy" / "loras" / "my_lora.safetensors"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"the user's own file")
+    before = mine.stat()
+    result = api.apply(manifest)
+    assert [c.kind.value for c in result.plan.conflicts] == ["file_in_the_way"]
+    assert mine.read_bytes() == b"the user's own file"
+    assert (mine.stat().st_ino, mine.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not any(a.path == str(mine) for a in result.plan.actions)
+    # the model itself was still imported; only the link waits for the user
+    assert (tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora" / "metadata.json").exists()
+
+
+def test_a_stale_saved_plan_is_refused(tmp_path: Path) -> None:
+    source(tmp_path, "my lora.safetensors")
+    manifest = make_tree(tmp_path, LORA)
+    saved = tmp_path / "plan.json"
+    api.save_plan(api.make_plan(manifest), saved, prune=False)
+    source(tmp_path, "other.safetensors")
+    with (tmp_path / "mlib.yaml").open("a") as fh:
+        fh.write(LORA.replace("My LoRA", "Other").replace("my lora", "other"))
+    with pytest.raises(StalePlanError) as info:
+        api.apply(manifest, saved=saved)
+    message = str(info.value)
+    assert (
+        "the plan is stale" in message and "now also needed: import diffusion/sdxl/other" in message
+    )
+    assert not (tmp_path / "lib" / "diffusion").exists(), "nothing was applied"
+
+
+def test_a_fresh_saved_plan_is_applied(tmp_path: Path) -> None:
+    source(tmp_path, "my lora.safetensors")
+    manifest = make_tree(tmp_path, LORA)
+    saved = tmp_path / "plan.json"
+    planned = api.make_plan(manifest)
+    api.save_plan(planned, saved, prune=False)
+    result = api.apply(manifest, saved=saved)
+    assert [a.kind for a in result.plan.actions] == [a.kind for a in planned.plan.actions]
+    assert result.report.ok
+
+
+def test_move_mode_removes_the_source_only_after_import(tmp_path: Path) -> None:
+    src = source(tmp_path, "my lora.safetensors", 3000)
+    data = src.read_bytes()
+    manifest = make_tree(tmp_path, LORA.replace("}}\n", ", mode: move}}\n"))
+    assert api.apply(manifest).report.ok
+    assert not src.exists()
+    stored = tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora" / "my_lora.safetensors"
+    assert stored.read_bytes() == data
+    assert api.make_plan(manifest).plan.actions == (), "a moved source is not missed"
+
+
+def test_rename_in_the_manifest_moves_the_folder_and_relinks(tmp_path: Path) -> None:
+    source(tmp_path, "my lora.safetensors")
+    manifest = make_tree(tmp_path, LORA)
+    assert api.apply(manifest).report.ok
+    old = tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora"
+    inode = (old / "my_lora.safetensors").stat().st_ino
+    manifest.write_text(manifest.read_text().replace("My LoRA", "Better LoRA"))
+    result = api.apply(manifest)
+    assert result.report.ok
+    kinds = [a.kind for a in result.plan.actions]
+    assert ActionKind.IMPORT not in kinds and ActionKind.RENAME in kinds
+    new = tmp_path / "lib" / "diffusion" / "sdxl" / "better_lora"
+    assert not old.exists() and (new / "my_lora.safetensors").stat().st_ino == inode
+    link = tmp_path / "comfy" / "loras" / "my_lora.safetensors"
+    assert link.resolve() == (new / "my_lora.safetensors").resolve()
+    assert api.make_plan(manifest).plan.actions == ()
+
+
+def test_disabling_an_app_unlinks_and_prune_trashes(tmp_path: Path) -> None:
+    source(tmp_path, "my lora.safetensors")
+    manifest = make_tree(tmp_path, LORA)
+    assert api.apply(manifest).report.ok
+    link = tmp_path / "comfy" / "loras" / "my_lora.safetensors"
+    manifest.write_text(manifest.read_text().replace("}}\n", "}, apps: {comfy: false}}\n"))
+    assert api.apply(manifest).report.ok
+    assert not os.path.lexists(link)
+    manifest.write_text(manifest.read_text().split("models:\n")[0] + "models: []\n")
+    kept = api.apply(manifest)
+    assert kept.report.ok and (tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora").exists()
+    pruned = api.apply(manifest, prune=True)
+    assert pruned.report.ok
+    assert not (tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora").exists()
+    (trashed,) = (tmp_path / "lib" / ".mlib" / "trash").iterdir()
+    assert (trashed / "my_lora.safetensors").exists(), "pruned models are moved, never deleted"
+
+
+def test_hand_edited_metadata_is_drift_not_a_crash(tmp_path: Path) -> None:
+    source(tmp_path, "my lora.safetensors")
+    manifest = make_tree(tmp_path, LORA)
+    assert api.apply(manifest).report.ok
+    meta = tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora" / "metadata.json"
+    meta.write_text("{ not json")
+    result = api.make_plan(manifest)
+    (conflict,) = result.plan.conflicts
+    assert "metadata.json is not valid JSON" in conflict.message
+    assert meta.read_text() == "{ not json"
+
+
+def test_verify_names_a_corrupted_file(tmp_path: Path) -> None:
+    source(tmp_path, "my lora.safetensors")
+    manifest = make_tree(tmp_path, LORA)
+    assert api.apply(manifest).report.ok
+    assert api.verify(tmp_path / "lib").mismatches == ()
+    stored = tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora" / "my_lora.safetensors"
+    data = bytearray(stored.read_bytes())
+    data[10] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    (mismatch,) = api.verify(tmp_path / "lib").mismatches
+    assert mismatch.path == str(stored) and "content (sha256) differs" in mismatch.message
+
+
+def test_user_renamed_file_is_repaired(tmp_path: Path) -> None:
+    source(tmp_path, "my lora.safetensors")
+    manifest = make_tree(tmp_path, LORA)
+    assert api.apply(manifest).report.ok
+    folder = tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora"
+    (folder / "my_lora.safetensors").rename(folder / "renamed by hand.safetensors")
+    result = api.apply(manifest)
+    assert result.report.ok
+    assert (folder / "my_lora.safetensors").exists()
+    assert api.make_plan(manifest).plan.actions == ()
+
+
+def test_missing_app_folder_is_created_and_said(tmp_path: Path) -> None:
+    source(tmp_path, "my lora.safetensors")
+    manifest = make_tree(tmp_path, LORA)
+    (tmp_path / "comfy").rmdir()
+    planned = api.make_plan(manifest)
+    assert any(
+        a.kind is ActionKind.MKDIR and "does not exist yet" in a.reason
+        for a in planned.plan.actions
+    )
+    assert api.apply(manifest).report.ok
+    assert (tmp_path / "comfy" / "loras" / "my_lora.safetensors").is_symlink()
+
+
+@pytest.mark.parametrize("mode", ["hardlink", "copy"])
+def test_link_modes(tmp_path: Path, mode: str) -> None:
+    source(tmp_path, "my lora.safetensors")
+    app = f'  comfy: {{app: comfyui, version: "0.3.62", models_dir: comfy, link: {mode}}}\n'
+    manifest = make_tree(tmp_path, LORA, app)
+    assert api.apply(manifest).report.ok
+    link = tmp_path / "comfy" / "loras" / "my_lora.safetensors"
+    stored = tmp_path / "lib" / "diffusion" / "sdxl" / "my_lora" / "my_lora.safetensors"
+    assert not link.is_symlink() and link.read_bytes() == stored.read_bytes()
+    assert (link.stat().st_ino == stored.stat().st_ino) is (mode == "hardlink")
+    assert api.make_plan(manifest).plan.actions == ()
+    manifest.write_text(manifest.read_text().replace("}}\n", "}, apps: {comfy: false}}\n"))
+    assert api.apply(manifest).report.ok
+    assert not link.exists() and stored.exists()
+
+
+# --- idempotence over generated manifests ----------------------------------------------------------
+
+_KINDS = st.sampled_from(["lora", "checkpoint", "vae", "text_encoder", "controlnet", "upscaler"])
+_NAMES = st.text(st.sampled_from("abcXYZ019 ._-()"), min_size=1, max_size=12).filter(
+    lambda s: any(c.isalnum() for c in s)
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    models=st.lists(st.tuples(_NAMES, _KINDS, st.booleans(), st.integers(0, 3000)), max_size=5),
+    version=st.sampled_from(["0.2.6", "0.3.62"]),
+)
+def test_apply_then_plan_is_empty(
+    tmp_path_factory: pytest.TempPathFactory,
+    models: list[tuple[str, str, bool, int]],
+    version: str,
+) -> None:
+    tmp = tmp_path_factory.mktemp("idem")
+    lines = []
+    seen: set[str] = set()
+    for i, (name, kind, enabled, size) in enumerate(models):
+        file = f"f{i} {name}.safetensors"
+        source(tmp, file, size, seed=i)
+        lines.append(
+            f"  - {{name: {json.dumps(name + str(i))}, type: diffusion, family: f{i % 2}, kind: {kind},"
+            f" source: {{path: {json.dumps('src/' + file)}}}, apps: {{comfy: {str(enabled).lower()}}}}}\n"
+        )
+        seen.add(name)
+    app = f'  comfy: {{app: comfyui, version: "{version}", models_dir: comfy}}\n'
+    manifest = make_tree(tmp, "".join(lines) or "  []\n", app)
+    first = api.apply(manifest)
+    assert first.report.ok, first.report.failed
+    second = api.make_plan(manifest)
+    assert second.plan.actions == (), [(a.kind.value, a.reason) for a in second.plan.actions]
+    assert not second.plan.drift
+
+
+# --- layering ------------------------------------------------------------------------------------
+
+#: Modules of layers L0/L1: values and pure logic.
+PURE = ("actions", "facts", "model", "errors", "document", "naming", "versions", "manifest",
+        "metadata", "translations", "planner")  # fmt: skip
+#: Standard modules that reach the outside world (clock, randomness, processes, databases).
+EFFECTS = {"shutil", "subprocess", "sqlite3", "socket", "time", "random", "datetime", "tempfile",
+           "huggingface_hub", "urllib", "http"}  # fmt: skip
+
+
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((REPO / "reconciler" / f"{module}.py").read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    "module", ["planner", "actions", "facts", "naming", "versions", "manifest"]
+)
+def test_the_planner_side_does_no_io(module: str) -> None:
+    imported = _imports(module)
+    assert not {i for i in imported if i.split(".")[0] in EFFECTS}, imported
+    internal = {i.split(".")[1] for i in imported if i.startswith("reconciler.")}
+    assert internal <= set(PURE), f"{module} imports {internal - set(PURE)} from a higher layer"
+
+
+def test_only_index_imports_sqlite3_and_only_cli_prints() -> None:
+    for path in (REPO / "reconciler").glob("*.py"):
+        text = path.read_text()
+        if path.stem != "index":
+            assert "import sqlite3" not in text, path
+        if path.stem != "cli":
+            assert "print(" not in text and "click.echo" not in text, path
