@@ -42,6 +42,7 @@ from reconciler.translations import Translation, links_for
 from reconciler.versions import parse_range
 
 STAGING = ".mlib/staging"
+_MODE_TEXT = {"auto": "symlink; hardlink or copy where the filesystem refuses symlinks"}
 TRASH = ".mlib/trash"
 
 
@@ -506,7 +507,7 @@ def _plan_links(desired: Desired, observed: Observed, b: _Builder) -> None:
             b.act(
                 ActionKind.LINK,
                 link.model,
-                f"{link.app} should see it ({link.mode})",
+                f"{link.app} should see it ({_MODE_TEXT.get(link.mode, link.mode)})",
                 path=link.path,
                 target=link.target,
                 mode=link.mode,

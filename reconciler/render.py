@@ -9,9 +9,10 @@ import os
 from dataclasses import asdict
 from typing import Any
 
-from reconciler.actions import Action, ActionKind, Plan
+from reconciler.actions import Action, ActionKind, DriftKind, Plan
 
 _LINKS = (ActionKind.LINK, ActionKind.RELINK)
+_PLANNED = (DriftKind.MODEL_MISSING, DriftKind.LINK_MISSING)
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:
@@ -82,10 +83,12 @@ def plan_lines(plan: Plan, *, verbose: bool = False) -> list[str]:
     for c in plan.conflicts:
         lines.append(f"  ! {c.kind.value:<15} {show(c.path)}")
         lines.append(f"      {c.model + ': ' if c.model else ''}{c.message} ({c.fix})")
-    if plan.drift and verbose:
+    # Missing models and links are what the actions above create; the rest changed outside mlib.
+    outside = [d for d in plan.drift if verbose or d.kind not in _PLANNED]
+    if outside:
         lines.append("")
-        lines.append("Drift (what differs now):")
-        for d in plan.drift:
+        lines.append("Drift (changed outside mlib):" if not verbose else "Drift:")
+        for d in outside:
             lines.append(f"  {d.kind.value:<16} {show(d.path) or d.model}: {d.message}")
     for w in plan.warnings:
         lines.append(f"warning: {w}")

@@ -179,3 +179,19 @@ def test_plan_json_follows_its_schema(tmp_path: Path) -> None:
     data = json.loads(r.stdout)
     jsonschema.validate(data, _schema("plan"))
     assert data["summary"]["import"] == 4 and data["summary"]["link"] == 4
+
+
+def test_validate_checks_user_translations_too(tmp_path: Path) -> None:
+    (tmp_path / "tr").mkdir()
+    (tmp_path / "tr" / "myapp_1_default.json").write_text(
+        '{"app": "myapp", "versions": ">=banana", "rules": [{"targets": ["../../etc"]}]}\n'
+    )
+    (tmp_path / "mlib.yaml").write_text("version: 1\ntranslations: [tr]\n")
+    r = mlib("validate", cwd=tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert any("myapp_1_default.json" in line and "versions" in line for line in lines), lines
+    assert any("rules[0].targets[0]" in line for line in lines), lines
+    (tmp_path / "mlib.yaml").write_text("version: 1\ntranslations: [nowhere]\n")
+    r = mlib("validate", cwd=tmp_path)
+    assert r.returncode == 1 and "translation folder not found" in r.stderr
