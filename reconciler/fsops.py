@@ -14,6 +14,7 @@ import errno
 import functools
 import logging
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -142,7 +143,8 @@ def replace_link(target: Path, link: Path, mode: str, expected_old_target: Path 
         )
     is_dir = stat.S_ISDIR(os.stat(target).st_mode)
     _check_no_loop(target, link, is_dir)
-    temp = link.parent / f".{link.name}.{secrets.token_hex(6)}.tmp"
+    _remove_stale_temps(link)
+    temp = link.parent / f"{_temp_prefix(link)}{secrets.token_hex(4)}.tmp"
     made = _create(target, temp, kind, is_dir)
     try:
         if made == "copy" and is_dir:
@@ -168,9 +170,7 @@ def remove_link(link: Path, expected_target: Path | None, mode: str) -> None:
     """
     kind = LinkMode(mode)
     st = os.lstat(link)
-    if expected_target is not None and _entry(_absolute(link)) == _entry(
-        _absolute(expected_target)
-    ):
+    if expected_target is not None and _same_entry(link, expected_target):
         raise _not_ours(link, "it is the target itself, not a link to it")
     if stat.S_ISLNK(st.st_mode):
         if kind not in (LinkMode.SYMLINK, LinkMode.AUTO):
@@ -190,6 +190,8 @@ def remove_link(link: Path, expected_target: Path | None, mode: str) -> None:
         shutil.rmtree(link)
     else:
         raise _not_ours(link, "it is neither a link, a file nor a folder")
+    if kind is LinkMode.COPY:
+        _remove_stale_temps(link)
     fsync_dir(link.parent)
     log.debug("removed %s %s", kind.value, link)
 
@@ -292,12 +294,14 @@ def _hardlink(target: Path, link: Path, is_dir: bool) -> None:
 
 def _copy(target: Path, link: Path, is_dir: bool) -> None:
     """Copy ``target`` to a temp name beside ``link``, make it durable, rename it into place."""
+    _remove_stale_temps(link)
     if is_dir:
-        temp = tempfile.mkdtemp(prefix=f".{link.name}.", suffix=".tmp", dir=link.parent)
+        temp = tempfile.mkdtemp(prefix=_temp_prefix(link), suffix=".tmp", dir=link.parent)
         try:
             shutil.copytree(target, temp, copy_function=_copy_content, dirs_exist_ok=True)
             os.chmod(temp, _DIR_MODE & ~_umask())
-            fsync_dir(Path(temp))
+            for folder, _, _ in os.walk(temp):  # the files are fsynced; now their entries
+                fsync_dir(Path(folder))
             if os.path.lexists(link):
                 raise _exists(link)
             os.rename(temp, link)  # fails on anything but an empty folder appearing meanwhile
@@ -305,7 +309,7 @@ def _copy(target: Path, link: Path, is_dir: bool) -> None:
             shutil.rmtree(temp, ignore_errors=True)
             raise
         return
-    fd, temp = tempfile.mkstemp(prefix=f".{link.name}.", suffix=".tmp", dir=link.parent)
+    fd, temp = tempfile.mkstemp(prefix=_temp_prefix(link), suffix=".tmp", dir=link.parent)
     os.close(fd)
     try:
         _copy_content(str(target), temp)
@@ -340,6 +344,28 @@ def _rename_no_replace(temp: Path, dest: Path) -> None:
         os.rename(temp, dest)
     else:
         os.unlink(temp)
+
+
+def _temp_prefix(link: Path) -> str:
+    """Temp names beside a link are ``.NAME.mlib-XXXXXXXX.tmp``: hidden, and plainly mlib's."""
+    return f".{link.name}.mlib-"
+
+
+def _remove_stale_temps(link: Path) -> None:
+    """Remove what an interrupted copy or swap of ``link`` left beside it (only mlib's temp names
+    for this very link; only one apply runs at a time, so none of them is still in use)."""
+    pattern = re.compile(re.escape(_temp_prefix(link)) + r"[a-z0-9_]{8}\.tmp")
+    try:
+        entries = [e for e in os.scandir(link.parent) if pattern.fullmatch(e.name)]
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        log.info("removing %s, left by an interrupted run", entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
 
 
 def _remove_made(path: Path) -> None:

@@ -284,13 +284,6 @@ def test_a_move_interrupted_after_the_rename_is_finished_by_the_next_apply(
         raise StillBroken(f"the moved source is still there after apply converged: {left}")
 
 
-@pytest.mark.xfail(
-    raises=StillBroken,
-    strict=True,
-    reason="BUG reconciler/fsops.py _copy: a 'copy' link killed mid-copy leaves its hidden temp "
-    "(.NAME.XXXX.tmp file or folder) in the app folder; no later apply, plan or status sees or "
-    "removes it",
-)
 @pytest.mark.parametrize("what", ["file", "folder"])
 def test_a_copy_link_interrupted_mid_copy_leaves_nothing_in_the_app_folder(
     tmp_path: Path, what: str
