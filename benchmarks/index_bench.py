@@ -1,12 +1,16 @@
 """Benchmark of models.db: rebuild and tag queries on a synthetic library, and `mlib --help`.
 
-Usage: python benchmarks/index_bench.py N [--keep DIR]
+Usage: python benchmarks/index_bench.py N [--keep DIR] [--runs R]
 
 Generates N models (benchmarks/synth.py) in a temporary folder under the system temp dir, or in DIR
-with --keep (DIR is left in place afterwards), then measures:
+with --keep (DIR is left in place afterwards). Generating 100k models is slow on a busy filesystem:
+run ``--keep DIR`` once, then point ``--keep`` at the same DIR again to reuse the library it holds
+(a kept library carries a ``.index-bench.json`` summary; without one, the summary is read back from
+the metadata files). Then it measures:
 
-- ``reconciler.api.rebuild_index`` twice: first right after generation (files in the page cache,
-  index created), then again (warm, index replaced);
+- ``reconciler.api.rebuild_index`` 1 + R times (R = 1 by default): first right after generation
+  (files in the page cache, index created; with a reused library, the index is replaced), then
+  R more times (warm, index replaced; the table shows their median, the line above it each run);
 - a one-tag and a two-tag ``reconciler.api.query`` (median of 5; full rows, as ``mlib list`` gets);
 - the same tag filters straight in SQLite, through ``json_each(tags_json)`` and through the indexed
   ``model_tags`` table (ids only, median of 5);
@@ -16,6 +20,7 @@ with --keep (DIR is left in place afterwards), then measures:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -35,6 +40,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from benchmarks.synth import VOCABULARY, make_library
 from reconciler import api
 from reconciler.index import DB_NAME, Query
+from reconciler.library import model_dirs
+from reconciler.metadata import METADATA_FILE
 
 RUNS = 5
 ONE_TAG = ("base",)
@@ -71,19 +78,46 @@ def mlib_script() -> str:
     return found
 
 
-def bench(root: Path, n: int) -> None:
+INFO_FILE = ".index-bench.json"
+
+
+def generate(root: Path, n: int) -> tuple[dict[str, Any], str]:
+    """A new library of ``n`` models in ``root``, and how long making it took."""
     started = time.perf_counter()
     info = make_library(root, n)
-    generated = time.perf_counter() - started
+    took = f"generated in {time.perf_counter() - started:.2f} s"
+    summary = {"n": n, "models": [{"id": m["id"], "tags": m["tags"]} for m in info["models"]]}
+    (root / INFO_FILE).write_text(json.dumps(summary), encoding="utf-8")
+    return info, took
+
+
+def reuse(root: Path, n: int) -> tuple[dict[str, Any], str]:
+    """The summary of a library an earlier run kept in ``root`` (it must hold ``n`` models)."""
+    try:
+        info: dict[str, Any] = json.loads((root / INFO_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:  # kept before summaries were saved: read it back from the files
+        models = []
+        for model_id, folder in model_dirs(root):
+            with open(os.path.join(folder, METADATA_FILE), encoding="utf-8") as fh:
+                models.append({"id": model_id, "tags": json.load(fh)["tags"]})
+        info = {"n": len(models), "models": models}
+        (root / INFO_FILE).write_text(json.dumps(info), encoding="utf-8")
+    if info["n"] != n:
+        raise SystemExit(f"index_bench: {root} holds {info['n']} models, not {n}")
+    return info, "reused"
+
+
+def bench(root: Path, n: int, runs: int = 1, *, reused: bool = False) -> None:
+    info, how = reuse(root, n) if reused else generate(root, n)
 
     timings = []
-    for _ in range(2):
+    for _ in range(1 + runs):
         started = time.perf_counter()
         report = api.rebuild_index(root)
         timings.append(time.perf_counter() - started)
         if report.indexed != n or report.skipped:
             raise SystemExit(f"index_bench: indexed {report.indexed} of {n}: {report.skipped[:3]}")
-    cold, warm = timings
+    cold, warm = timings[0], statistics.median(timings[1:])
 
     expected = {
         tags: sum(set(tags) <= set(m["tags"]) for m in info["models"])
@@ -120,10 +154,11 @@ def bench(root: Path, n: int) -> None:
     print(f"mlib index benchmark: {root}")
     print(
         f"  {n} models, {len(info['models'][0]['tags'])} tags each from {len(VOCABULARY)};"
-        f" generated in {generated:.2f} s; models.db (+wal) {db_mb:.0f} MB;"
+        f" {how}; models.db (+wal) {db_mb:.0f} MB;"
         f" tag '{ONE_TAG[0]}' matches {expected[ONE_TAG]} models,"
         f" '{' + '.join(TWO_TAGS)}' {expected[TWO_TAGS]}"
     )
+    print("  rebuild runs s: " + " ".join(f"{t:.2f}" for t in timings))
     header = (
         "N",
         "rebuild s (cold / warm)",
@@ -151,19 +186,28 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("n", type=int, metavar="N", help="number of models to generate")
     parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="generate in DIR (new or empty) and keep it"
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="generate in DIR (new or empty) and keep it; reuse the library an earlier --keep left",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=1, metavar="R", help="warm rebuilds to time (median shown)"
     )
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("N must be at least 1")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     if args.keep is not None:
-        if args.keep.exists() and any(args.keep.iterdir()):
-            parser.error(f"{args.keep} is not empty")
+        kept = args.keep.exists() and any(args.keep.iterdir())
+        if kept and not (args.keep / DB_NAME).exists() and not (args.keep / INFO_FILE).exists():
+            parser.error(f"{args.keep} is neither empty nor a library kept by this benchmark")
         args.keep.mkdir(parents=True, exist_ok=True)
-        bench(args.keep, args.n)
+        bench(args.keep, args.n, args.runs, reused=kept)
         return 0
     with tempfile.TemporaryDirectory(prefix="mlib-bench-") as tmp:
-        bench(Path(tmp), args.n)
+        bench(Path(tmp), args.n, args.runs)
     return 0
 
 

@@ -23,6 +23,7 @@ class ActionKind(StrEnum):
     LINK = "link"
     RELINK = "relink"  # a link of ours points at the wrong target
     UNLINK = "unlink"  # a link of ours that is no longer wanted
+    FINISH_MOVE = "finish_move"  # remove a moved source that is already the library's file
     TRASH = "trash"  # a model that left the manifest, moved to .mlib/trash/ (--prune only)
     INDEX_DELETE = "index_delete"
 
@@ -42,6 +43,7 @@ SYMBOL: dict[ActionKind, str] = {
     ActionKind.LINK: "+",
     ActionKind.RELINK: "~",
     ActionKind.UNLINK: "-",
+    ActionKind.FINISH_MOVE: "-",
     ActionKind.TRASH: "-",
     ActionKind.INDEX_DELETE: "-",
 }

@@ -7,13 +7,18 @@ Each function takes plain arguments, returns frozen values, and raises
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
+import os
+import pickle
+import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +33,16 @@ from reconciler.errors import (
     VersionRangeError,
 )
 from reconciler.executor import Executor, Progress, Report
-from reconciler.facts import LinkRecord
+from reconciler.facts import LinkRecord, PathFacts
 from reconciler.fsops import atomic_write
 from reconciler.hashing import hash_file
-from reconciler.index import DB_NAME, Query, Row, open_index
-from reconciler.library import Skipped, read_entries
-from reconciler.loaders import load_json, load_manifest
+from reconciler.index import DB_NAME, Row, open_index
+from reconciler.index import Query as Query  # re-exported: api.Query is the list filter
+from reconciler.library import LibraryModels, Skipped, gc_paused
+from reconciler.loaders import load_json, load_manifest, read_text
 from reconciler.lock import library_lock
-from reconciler.model import LocalSource, Manifest
+from reconciler.manifest import DEFAULT_LIBRARY, resolve_path
+from reconciler.model import ImportMode, LocalSource, Manifest
 from reconciler.render import plan_to_json
 from reconciler.translations import Translation, load_translations, select
 from reconciler.versions import parse_range
@@ -62,13 +69,23 @@ class RebuildReport:
         return self.indexed + len(self.skipped)
 
 
-def rebuild_index(root: Path) -> RebuildReport:
-    """Rebuild ``models.db`` from every ``metadata.json`` under ``root``, in one transaction."""
+def rebuild_index(root: Path, *, lock_timeout: float = 10.0) -> RebuildReport:
+    """Rebuild ``models.db`` from every ``metadata.json`` under ``root``, atomically.
+
+    Under the library lock, so no ``apply`` writes links into the old index meanwhile (the new
+    one carries them over). Readers see the old index or the new one. A corrupt models.db does not
+    stop it: it is kept beside as ``models.db.corrupt-<time>`` and replaced.
+    """
     _require_root(root)
     started = time.perf_counter()
-    entries, skipped = read_entries(root)
-    with open_index(root) as index:
-        indexed = index.rebuild(entries)
+    with (
+        library_lock(root, lock_timeout),
+        gc_paused(),
+        open_index(root, rebuild=True) as index,
+    ):
+        models = LibraryModels(root)
+        indexed = index.rebuild(models)
+    skipped = models.skipped
     seconds = time.perf_counter() - started
     log.info("indexed %d models in %.2f s (%d skipped)", indexed, seconds, len(skipped))
     return RebuildReport(root, indexed, tuple(skipped), seconds)
@@ -168,8 +185,15 @@ def init(path: Path, force: bool = False) -> None:
 class PlanResult:
     manifest: Manifest
     plan: Plan
-    #: sha256 over everything the plan was computed from (manifest, translations, observed facts).
-    fingerprint: str
+    #: Everything the plan was computed from (manifest, translations, observed facts, prune).
+    seen: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+
+    def _digest(self) -> str:
+        return hashlib.sha256(repr(self.seen).encode("utf-8")).hexdigest()
+
+    #: sha256 over :attr:`seen`; computed when asked for (``plan -o``, applying a saved plan): on
+    #: 100k models it costs as much as the rest of a no-op plan.
+    fingerprint = cached_property(_digest)
 
 
 def select_translations(manifest: Manifest) -> dict[str, Translation | str]:
@@ -184,16 +208,39 @@ def select_translations(manifest: Manifest) -> dict[str, Translation | str]:
     return out
 
 
+def observe_links(
+    manifest: Manifest, desired: planner.Desired, registry: list[LinkRecord]
+) -> tuple[dict[str, PathFacts], list[str]]:
+    """What stands at every link path the plan looks at, in path order, and the symlinks into the
+    library found in the app folders (:func:`observe.symlinks_into`).
+
+    Each path is read once: every symlink in the app folders is observed, and kept as found when
+    it points into the library.
+    """
+    symlinks = {p for app in manifest.apps for p in observe.symlinks_under(app.models_dir)}
+    paths = {link.path for link in desired.links} | {r.link_path for r in registry}
+    facts = observe.observe_paths(sorted(paths | symlinks))
+    found = [p for p in facts if p in symlinks and observe.points_into(facts[p], manifest.library)]
+    paths.update(found)
+    return {p: f for p, f in facts.items() if p in paths}, found
+
+
 def make_plan(manifest_path: Path, *, prune: bool = False) -> PlanResult:
     """Load, observe, and plan. Reads only: nothing on disk changes."""
-    manifest = load(manifest_path)
+    with gc_paused():  # everything built here lasts until the plan is made: nothing to collect
+        return _make_plan(manifest_path, prune)
+
+
+def _make_plan(manifest_path: Path, prune: bool) -> PlanResult:
+    manifest = _load_remembered(manifest_path)
     translations = select_translations(manifest)
     root = manifest.library
     library = observe.observe_library(root)
     sources = {
         spec.source.path: observe.observe_source(spec.source.path)
         for spec in manifest.models
-        if isinstance(spec.source, LocalSource) and spec.id not in library
+        if isinstance(spec.source, LocalSource)
+        and (spec.id not in library or spec.source.mode is ImportMode.MOVE)
     }
     desired = planner.desire(manifest, translations, library, sources)
     index_texts: dict[str, str] = {}
@@ -202,14 +249,11 @@ def make_plan(manifest_path: Path, *, prune: bool = False) -> PlanResult:
         with open_index(root) as index:
             index_texts = index.metadata_texts()
             registry = index.links()
-    found = sorted(
-        {p for app in manifest.apps for p in observe.symlinks_into(app.models_dir, root)}
-    )
-    paths = {link.path for link in desired.links} | {r.link_path for r in registry} | set(found)
+    paths, found = observe_links(manifest, desired, registry)
     observed = planner.Observed(
         library=library,
         sources=sources,
-        paths=observe.observe_paths(sorted(paths)),
+        paths=paths,
         registry=tuple(registry),
         index=index_texts,
         app_dirs={app.name: app.models_dir.is_dir() for app in manifest.apps},
@@ -217,8 +261,137 @@ def make_plan(manifest_path: Path, *, prune: bool = False) -> PlanResult:
         staging=tuple(observe.staging_leftovers(root)),
     )
     result = planner.plan(manifest, desired, observed, translations, prune=prune)
-    digest = hashlib.sha256(repr((manifest, translations, observed, prune)).encode("utf-8"))
-    return PlanResult(manifest, result, digest.hexdigest())
+    return PlanResult(manifest, result, (manifest, translations, observed, prune))
+
+
+# --- the manifest, remembered between plans -----------------------------------------------------
+#
+# Reading a manifest costs ~45 us a model (YAML, schema, names, version ranges): 4.5 s for 100k
+# models, three times the rest of a no-op plan. Its value depends only on its text, its path (and
+# the current folder, for a relative one), the home folder, and mlib's code and libraries, so
+# ``make_plan`` keeps the last value in ``<library>/.mlib/cache/``, keyed by all of those, and
+# loads it back (~2 us a model) when nothing of it changed. Only a manifest without problems is
+# kept; an edited manifest is read in full, and every problem is reported as always.
+
+_CACHE_FORMAT = b"mlib-manifest-cache/1"
+#: The classes a cache file may name: the manifest's values and paths, nothing else.
+_CACHE_CLASSES = frozenset(
+    {
+        ("reconciler.model", name)
+        for name in (
+            "Manifest",
+            "AppTarget",
+            "ModelSpec",
+            "AppOverride",
+            "HfSource",
+            "UrlSource",
+            "LocalSource",
+            "ModelType",
+            "LinkMode",
+            "ImportMode",
+        )
+    }
+    | {("pathlib", name) for name in ("Path", "PosixPath", "WindowsPath")}
+)
+_LIBRARY_LINE = re.compile(
+    r"""^library:[ \t]*(?:"([^"\\\n]*)"|'([^'\n]*)'|([^\s#'"{\[][^#\n]*?))[ \t]*(?:\#.*)?$""",
+    re.MULTILINE,
+)
+
+
+def _load_remembered(manifest_path: Path) -> Manifest:
+    """:func:`load`, or the value it gave last time for exactly the same inputs."""
+    text = read_text(manifest_path, "manifest")
+    home = Path.home()
+    key = _manifest_key(manifest_path, home, text)
+    guess = _cache_path(_library_guess(manifest_path, home, text), manifest_path)
+    cached = _read_cached(guess, key)
+    if cached is not None:
+        return cached
+    manifest = load_manifest(manifest_path, home, text=text)
+    _write_cached(_cache_path(manifest.library, manifest_path), key, manifest)
+    return manifest
+
+
+def _manifest_key(manifest_path: Path, home: Path, text: str) -> bytes:
+    parts = (
+        _CACHE_FORMAT.decode(),
+        _code_digest(),
+        str(manifest_path),
+        os.getcwd(),
+        str(home),
+        hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+    )
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest().encode()
+
+
+@cache
+def _code_digest() -> str:
+    """mlib's own code and bundled schemas, and the versions of what reading a manifest uses."""
+    import packaging
+    import yaml
+
+    import reconciler
+
+    digest = hashlib.sha256(f"{sys.version}|{sys.platform}|{yaml.__version__}|".encode())
+    digest.update(f"{packaging.__version__}|{reconciler.__version__}|".encode())
+    package = Path(__file__).parent
+    for path in sorted([*package.glob("*.py"), *package.glob("schemas/*.json")]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _library_guess(manifest_path: Path, home: Path, text: str) -> Path:
+    """Where the manifest's library is, read from its ``library:`` line without parsing it.
+
+    Only says where to look for the cache; a wrong guess just misses it (the key holds the whole
+    text, so a file found anywhere can only be this manifest's value).
+    """
+    found = _LIBRARY_LINE.search(text)
+    value = next((g for g in found.groups() if g is not None), None) if found else None
+    base = Path(os.path.normpath(manifest_path.absolute())).parent
+    return resolve_path(value or DEFAULT_LIBRARY, base, home)
+
+
+def _cache_path(library: Path, manifest_path: Path) -> Path:
+    where = hashlib.sha256(os.fsencode(os.path.abspath(manifest_path))).hexdigest()[:16]
+    return library / ".mlib" / "cache" / f"manifest-{where}.pickle"
+
+
+class _CacheUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CACHE_CLASSES:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a manifest cache")
+        return super().find_class(module, name)
+
+
+def _read_cached(path: Path, key: bytes) -> Manifest | None:
+    try:
+        with open(path, "rb") as fh:
+            header = fh.readline()
+            if header.rstrip(b"\n").split(b" ")[:2] != [_CACHE_FORMAT, key]:
+                return None
+            payload = fh.read()
+        if header.split()[2] != hashlib.sha256(payload).hexdigest().encode():
+            return None
+        value = _CacheUnpickler(io.BytesIO(payload)).load()
+    except Exception as exc:  # whatever is wrong with a cache file, the manifest is read instead
+        log.debug("manifest cache %s not used: %s", path, exc)
+        return None
+    return value if isinstance(value, Manifest) else None
+
+
+def _write_cached(path: Path, key: bytes, manifest: Manifest) -> None:
+    """Keep ``manifest`` for the next plan; only in an existing library, and never an error."""
+    if not path.parent.parent.parent.is_dir():
+        return  # no library yet: a plan creates nothing
+    payload = pickle.dumps(manifest, protocol=pickle.HIGHEST_PROTOCOL)
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, b" ".join((_CACHE_FORMAT, key, digest)) + b"\n" + payload)
+    except OSError as exc:
+        log.debug("manifest cache %s not written: %s", path, exc)
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,14 @@ class Executor:
             self.index.remove_link(a.app, a.path)
         return "removed"
 
+    def _finish_move(self, a: Action) -> str:
+        """Remove a moved source only while it is the very file the library holds (one inode)."""
+        source, kept = os.stat(a.path, follow_symlinks=False), os.stat(a.target)
+        if (source.st_dev, source.st_ino) != (kept.st_dev, kept.st_ino):
+            raise ReconcilerError(f"{a.path} is no longer the library's file; left in place")
+        os.unlink(a.path)
+        return "source removed; the library holds it"
+
     def _trash(self, a: Action) -> str:
         moved = fsops.move_to_trash(Path(a.path), Path(a.target))
         return f"moved to {moved}"

@@ -8,7 +8,8 @@ line), or into :class:`~reconciler.errors.Problem` values that name the file, li
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -91,6 +92,91 @@ def parse_yaml(text: str, file: str) -> Document:
 
 
 _PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+
+
+class _Slow(Exception):
+    """The fast reader met something only :func:`parse_yaml` reports or handles exactly."""
+
+
+def parse_yaml_fast(text: str, file: str) -> Document | None:
+    """:func:`parse_yaml` for a document it would find no problem in, or None.
+
+    Builds the same data, but records the lines of the top two levels only (``models[3]``, not
+    ``models[3].source``): enough for the values a good document gives, not for problems. Returns
+    None, rather than anything less than exact, at the first sign of a problem or of a rare YAML
+    feature (duplicate keys, tags other than plain mappings and lists, merge keys, keys that are
+    not scalars, any YAML error): the caller then takes :func:`parse_yaml`, which reports them.
+    """
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return Document(file, None, Positions(), ())
+        data, lines = _fast_root(loader, root)
+    except (_Slow, yaml.YAMLError):
+        return None
+    finally:
+        loader.dispose()
+    return Document(file, data, Positions(lines), ())
+
+
+def _fast_root(loader: yaml.SafeLoader, root: yaml.Node) -> tuple[Any, dict[PathKey, int]]:
+    """The document's data, and the lines :func:`_construct` gives its top two levels."""
+    construct = loader.construct_object
+    scalar_node, mapping_node, sequence_node = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+
+    def key_of(node: yaml.Node) -> str:
+        if type(node) is not scalar_node:
+            raise _Slow
+        if node.tag == _STR:
+            name: Any = node.value
+        elif node.tag.startswith("tag:yaml.org,2002:") and node.tag[18:] in ("merge", "value"):
+            raise _Slow  # flatten_mapping's business
+        else:
+            name = construct(node, deep=True)
+        return name if isinstance(name, str) else str(name)
+
+    def value(node: yaml.Node) -> Any:
+        kind = type(node)
+        if kind is scalar_node:
+            return node.value if node.tag == _STR else construct(node, deep=True)
+        if kind is mapping_node:
+            if node.tag != _MAP:
+                raise _Slow
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                name = key_of(key_node)
+                if name in out:
+                    raise _Slow
+                out[name] = value(value_node)
+            return out
+        if kind is sequence_node and node.tag == _SEQ:
+            return [value(item) for item in node.value]
+        raise _Slow
+
+    lines: dict[PathKey, int] = {(): root.start_mark.line + 1}
+    if type(root) is not mapping_node:
+        return value(root), lines
+    if root.tag != _MAP:
+        raise _Slow
+    data: dict[str, Any] = {}
+    for key_node, value_node in root.value:
+        name = key_of(key_node)
+        if name in data:
+            raise _Slow
+        data[name] = value(value_node)
+        top: PathKey = (name,)
+        lines[top] = key_node.start_mark.line + 1
+        if type(value_node) is sequence_node:
+            for i, item in enumerate(value_node.value):
+                lines[(name, i)] = item.start_mark.line + 1
+        elif type(value_node) is mapping_node:
+            for child_key, _ in value_node.value:
+                lines[(name, key_of(child_key))] = child_key.start_mark.line + 1
+    return data, lines
 
 
 def _construct(
@@ -171,9 +257,196 @@ def validator(name: str) -> Validator:
 
 
 def schema_problems(doc: Document, schema: str) -> list[Problem]:
-    """Every JSON Schema violation in ``doc``, each rendered with its line and a fix."""
+    """Every JSON Schema violation in ``doc``, each rendered with its line and a fix.
+
+    A valid document is recognised by :func:`schema_check` without ``jsonschema`` (which costs
+    ~150 ms to import and ~100 us a manifest entry); only a document it refuses is handed to
+    ``jsonschema``, which finds and explains every violation.
+    """
+    check = schema_check(schema)
+    if check is not None and check(doc.data):
+        return []
     errors = sorted(validator(schema).iter_errors(doc.data), key=lambda e: list(map(str, e.path)))
     return [p for error in errors for p in _explain(doc, error)]
+
+
+Check = Callable[[Any], bool]
+
+
+@cache
+def schema_check(name: str) -> Check | None:
+    """A predicate that is True only for data that the bundled schema ``name`` accepts.
+
+    The schema is compiled into nested closures, keyword by keyword, for the part of JSON Schema
+    2020-12 the bundled schemas use. It may refuse something the schema accepts (it is strict
+    about ``const``, ``enum`` and ``uniqueItems`` on numbers, which jsonschema compares as JSON
+    values): then :func:`schema_problems` asks ``jsonschema``, which finds nothing. It never
+    accepts what the schema refuses. None when the schema uses a keyword it does not know.
+    """
+    schema = json.loads(schema_text(name))
+    try:
+        return _Compiler(schema).compile(schema)
+    except _Unsupported:
+        return None
+
+
+class _Unsupported(Exception):
+    pass
+
+
+#: Keywords that only annotate (``format`` asserts nothing: no format checker is used).
+_ANNOTATIONS = frozenset(
+    {"$schema", "$id", "$defs", "$comment", "title", "description", "examples", "default", "format"}
+)
+_TYPES: dict[str, Check] = {
+    "string": lambda v: isinstance(v, str),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "integer": lambda v: (type(v) is int) or (isinstance(v, float) and v.is_integer()),
+}
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    """``value`` equals ``wanted`` and is of the same JSON type (stricter than jsonschema)."""
+    return type(value) is type(wanted) and value == wanted and type(value) in (str, int, bool)
+
+
+class _Compiler:
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+        self.refs: dict[str, Check] = {}
+        self.keywords: dict[str, Callable[[Any], Check]] = {
+            "$ref": self._ref,
+            "type": self._type,
+            "const": self._const,
+            "enum": self._enum,
+            "required": self._required,
+            "propertyNames": self._property_names,
+            "items": self._items,
+            "pattern": self._pattern,
+            "minLength": self._min_length,
+            "maxLength": self._max_length,
+            "minItems": self._min_items,
+            "minimum": self._minimum,
+            "uniqueItems": self._unique_items,
+            "oneOf": self._one_of,
+        }
+
+    def compile(self, schema: Any) -> Check:
+        if schema is True:
+            return lambda v: True
+        if schema is False:
+            return lambda v: False
+        if not isinstance(schema, dict):
+            raise _Unsupported
+        checks: list[Check] = []
+        for key, rule in schema.items():
+            if key in _ANNOTATIONS:
+                continue
+            if key in ("properties", "additionalProperties"):
+                if key == "additionalProperties" and "properties" in schema:
+                    continue  # compiled with "properties"
+                checks.append(self._object(schema))
+                continue
+            build = self.keywords.get(key)
+            if build is None:
+                raise _Unsupported(key)
+            checks.append(build(rule))
+        if not checks:
+            return lambda v: True
+        if len(checks) == 1:
+            return checks[0]
+        return lambda v: all(check(v) for check in checks)
+
+    def _ref(self, ref: str) -> Check:
+        if not ref.startswith("#/$defs/") or "/" in ref[8:] or "~" in ref:
+            raise _Unsupported(ref)
+        name = ref[8:]
+        if ref not in self.refs:
+            self.refs[ref] = lambda v: False  # in case of a cycle; replaced just below
+            target = self.root.get("$defs", {}).get(name)
+            if target is None:
+                raise _Unsupported(ref)
+            self.refs[ref] = self.compile(target)
+        refs = self.refs
+        return lambda v: refs[ref](v)
+
+    def _type(self, rule: str | list[str]) -> Check:
+        names = [rule] if isinstance(rule, str) else list(rule)
+        if any(n not in _TYPES for n in names):
+            raise _Unsupported(rule)
+        tests = [_TYPES[n] for n in names]
+        if len(tests) == 1:
+            return tests[0]
+        return lambda v: any(test(v) for test in tests)
+
+    def _const(self, rule: Any) -> Check:
+        return lambda v: _same(v, rule)
+
+    def _enum(self, rule: list[Any]) -> Check:
+        return lambda v: any(_same(v, choice) for choice in rule)
+
+    def _required(self, rule: list[str]) -> Check:
+        names = tuple(rule)
+        return lambda v: not isinstance(v, dict) or all(n in v for n in names)
+
+    def _object(self, schema: dict[str, Any]) -> Check:
+        properties = {k: self.compile(sub) for k, sub in schema.get("properties", {}).items()}
+        extra = schema.get("additionalProperties", True)
+        other = None if extra is False else self.compile(extra)
+
+        def check(v: Any) -> bool:
+            if not isinstance(v, dict):
+                return True
+            for key, item in v.items():
+                sub = properties.get(key, other)
+                if sub is None or not sub(item):
+                    return False
+            return True
+
+        return check
+
+    def _property_names(self, rule: Any) -> Check:
+        names = self.compile(rule)
+        return lambda v: not isinstance(v, dict) or all(names(k) for k in v)
+
+    def _items(self, rule: Any) -> Check:
+        item = self.compile(rule)
+        return lambda v: not isinstance(v, list) or all(item(x) for x in v)
+
+    def _pattern(self, rule: str) -> Check:
+        search = re.compile(rule).search
+        return lambda v: not isinstance(v, str) or search(v) is not None
+
+    def _min_length(self, rule: int) -> Check:
+        return lambda v: not isinstance(v, str) or len(v) >= rule
+
+    def _max_length(self, rule: int) -> Check:
+        return lambda v: not isinstance(v, str) or len(v) <= rule
+
+    def _min_items(self, rule: int) -> Check:
+        return lambda v: not isinstance(v, list) or len(v) >= rule
+
+    def _minimum(self, rule: int | float) -> Check:
+        def check(v: Any) -> bool:
+            return isinstance(v, bool) or not isinstance(v, int | float) or v >= rule
+
+        return check
+
+    def _unique_items(self, rule: bool) -> Check:
+        if not rule:
+            return lambda v: True
+        # Only lists of strings are judged here; anything else is left to jsonschema.
+        return lambda v: (
+            not isinstance(v, list) or (all(type(x) is str for x in v) and len(set(v)) == len(v))
+        )
+
+    def _one_of(self, rule: list[Any]) -> Check:
+        branches = [self.compile(sub) for sub in rule]
+        return lambda v: sum(1 for branch in branches if branch(v)) == 1
 
 
 def _explain(doc: Document, error: ValidationError) -> Iterator[Problem]:
@@ -239,13 +512,33 @@ def _json_type(value: Any) -> str:
 # --- typed readers ------------------------------------------------------------------------------
 
 
-def load_manifest(path: Path, home: Path | None = None) -> Manifest:
-    """Read, schema-check and interpret a manifest; every problem is raised at once."""
-    doc = load_yaml(path, "manifest")
+def load_manifest(path: Path, home: Path | None = None, *, text: str | None = None) -> Manifest:
+    """Read, schema-check and interpret a manifest; every problem is raised at once.
+
+    ``text`` is the manifest's text when the caller has read it already (with :func:`read_text`).
+    A good manifest takes the fast way (:func:`parse_yaml_fast`, :func:`schema_check`); at the
+    first problem on it, the manifest is read again the thorough way, which finds every problem
+    and its line.
+    """
+    from reconciler.library import gc_paused  # library imports this module
+
+    home = home if home is not None else Path.home()
+    name = display_name(path)
+    if text is None:
+        text = read_text(path, "manifest")
+    with gc_paused():  # a big manifest is ~10 lasting objects a model: nothing to collect
+        fast = parse_yaml_fast(text, name)
+        check = schema_check("manifest")
+        if fast is not None and fast.data is not None and check is not None and check(fast.data):
+            try:
+                return interpret(fast, path, home, [])
+            except InvalidInputError:
+                pass  # reported below, with every line
+    doc = parse_yaml(text, name)
     problems = list(doc.problems)
     if doc.data is not None:
         problems += schema_problems(doc, "manifest")
-    return interpret(doc, path, home if home is not None else Path.home(), problems)
+    return interpret(doc, path, home, problems)
 
 
 def read_metadata(path: Path) -> Metadata:

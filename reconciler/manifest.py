@@ -39,6 +39,7 @@ SOURCE_OPTIONS: Mapping[str, frozenset[str]] = {
 }
 _ALL_OPTIONS = frozenset().union(*SOURCE_OPTIONS.values())
 _GLOB_CHARS = frozenset("*?[")
+_TYPE_VALUES = frozenset(t.value for t in ModelType)
 
 
 def interpret(
@@ -69,6 +70,13 @@ def resolve_path(text: str, base: Path, home: Path) -> Path:
     return Path(os.path.normpath(path))
 
 
+def _resolve_text(text: str, base: str, home: str) -> str:
+    """``str(resolve_path(text, Path(base), Path(home)))`` without the Path objects (POSIX)."""
+    if text == "~" or text.startswith(("~/", "~\\")):
+        text = home + text[1:]
+    return os.path.normpath(os.path.join(base, text))
+
+
 def model_id(type_: str, family: str, name: str) -> str:
     return f"{type_}/{family}/{clean_slug(name)}"
 
@@ -85,6 +93,7 @@ class _Reader:
         self.base = Path(os.path.normpath(manifest_path.absolute())).parent
         self.manifest_path = manifest_path
         self.home = home
+        self.base_text, self.home_text = str(self.base), str(home)
         self.problems: list[Problem] = []
 
     def problem(self, key: PathKey, message: str, fix: str = "") -> None:
@@ -160,7 +169,12 @@ class _Reader:
                 continue
             key: PathKey = ("models", i)
             source = self._source(_dict(raw.get("source")), (*key, "source"))
-            overrides = tuple(self._overrides(_dict(raw.get("apps")), (*key, "apps"), targets))
+            apps = raw.get("apps")
+            overrides = (
+                tuple(self._overrides(apps, (*key, "apps"), targets))
+                if isinstance(apps, dict) and apps
+                else ()
+            )
             self._check_pin(raw, source, key)
             name, type_, family, kind = (
                 _str(raw.get(f)) for f in ("name", "type", "family", "kind")
@@ -178,7 +192,7 @@ class _Reader:
                 ids.append((i, explicit))
             if not (name and cleaned and family and kind and source and explicit):
                 continue
-            if type_ not in {t.value for t in ModelType}:
+            if type_ not in _TYPE_VALUES:
                 continue
             yield ModelSpec(
                 id=explicit,
@@ -242,8 +256,11 @@ class _Reader:
             if filename is not None:
                 self._check_single_name(filename, (*key, "filename"))
             return UrlSource(url=value, filename=filename)
-        path = resolve_path(value, self.base, self.home)
-        return LocalSource(path=str(path), mode=_enum(ImportMode, raw.get("mode"), ImportMode.COPY))
+        if os.name == "posix":
+            path = _resolve_text(value, self.base_text, self.home_text)
+        else:  # pragma: no cover - drives and UNC paths are pathlib's business
+            path = str(resolve_path(value, self.base, self.home))
+        return LocalSource(path=path, mode=_enum(ImportMode, raw.get("mode"), ImportMode.COPY))
 
     def _check_pattern(self, pattern: str, key: PathKey) -> None:
         literal = pattern.replace("*", "x").replace("?", "x").replace("[", "x").replace("]", "x")
@@ -345,5 +362,7 @@ _E = TypeVar("_E", LinkMode, ImportMode)
 
 
 def _enum(cls: type[_E], value: Any, default: _E) -> _E:
-    values = {m.value for m in cls}
-    return cls(value) if isinstance(value, str) and value in values else default
+    if value is None:
+        return default
+    member = cls._value2member_map_.get(value) if isinstance(value, str) else None
+    return member if isinstance(member, cls) else default

@@ -80,121 +80,147 @@ class Malformed(ValueError):
     """Data that does not have the shape of the bundled schema; the loaders explain it in full."""
 
 
-_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_ID = re.compile(r"[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]*").fullmatch
+_ID = re.compile(r"[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*").fullmatch
+_HEX = "0123456789abcdef"  # a 64-character string of these alone is a digest: not s.strip(_HEX)
 _SOURCE_FIELDS = {
     "hf": str, "revision": str, "files": list, "exclude": list,
     "url": str, "filename": str, "path": str, "mode": str,
 }  # fmt: skip
-_TOP_FIELDS = {
+_ORIGINS = frozenset({"hf", "url", "path"})
+_TOP_FIELDS = frozenset({
     "schema_version", "id", "official_name", "cleaned_name", "model_type", "family", "kind", "tags",
     "source", "files", "hashes", "size_bytes", "added_at", "updated_at",
-}  # fmt: skip
+})  # fmt: skip
+_FILE_FIELDS = frozenset({"path", "size", "sha256", "blake3"})
+_HASH_FIELDS = frozenset({"sha256", "blake3"})
+_TYPES: dict[str, ModelType] = {t.value: t for t in ModelType}
+_MODES = frozenset(m.value for m in ImportMode)
 
 
 def metadata_from_dict(data: Any) -> Metadata:
     """Convert checked-on-the-way ``metadata.json`` data; raise :class:`Malformed` if it is not.
 
-    This is the fast path of ``index rebuild`` (jsonschema costs ~250 us a document, this ~10 us);
-    it accepts exactly what ``schemas/metadata.schema.json`` accepts, which a property test checks.
+    This is the fast path of ``index rebuild`` (jsonschema costs ~250 us a document, this a few
+    us): it accepts exactly what ``schemas/metadata.schema.json`` accepts, which a property test
+    and a sweep of single-field changes check. It is one flat function on purpose: it runs 100k
+    times in a rebuild, and every helper call or generator costs there.
     """
     if not isinstance(data, dict) or not data.keys() >= _TOP_FIELDS:
         raise Malformed("not a metadata object with every required field")
-    if data["schema_version"] != 1 or isinstance(data["schema_version"], bool):
+    version = data["schema_version"]
+    if version != 1 or isinstance(version, bool):
         raise Malformed("schema_version")
+
     source = data["source"]
-    if (
-        not isinstance(source, dict)
-        or not source
-        or any(type(source.get(k, t())) is not t for k, t in _SOURCE_FIELDS.items())
-        or not source.keys() <= _SOURCE_FIELDS.keys()
-        or any(not isinstance(x, str) for k in ("files", "exclude") for x in source.get(k, ()))
-        or source.get("mode", "copy") not in _MODES
-        or sum(k in source for k in ("hf", "url", "path")) != 1
-    ):
+    if not isinstance(source, dict):
         raise Malformed("source")
+    origins = 0
+    for key, value in source.items():
+        want = _SOURCE_FIELDS.get(key)
+        if want is None or type(value) is not want:
+            raise Malformed("source")
+        if want is list:
+            for item in value:
+                if not isinstance(item, str):
+                    raise Malformed("source")
+        elif key in _ORIGINS:
+            origins += 1
+        elif key == "mode" and value not in _MODES:
+            raise Malformed("source")
+    if origins != 1:  # also refuses an empty source
+        raise Malformed("source")
+
     hashes = data["hashes"]
-    if hashes is not None and not _is_hashes(hashes):
-        raise Malformed("hashes")
+    if hashes is not None:
+        if not (isinstance(hashes, dict) and hashes.keys() == _HASH_FIELDS):
+            raise Malformed("hashes")
+        sha256, blake3 = hashes["sha256"], hashes["blake3"]
+        if not (
+            isinstance(sha256, str)
+            and isinstance(blake3, str)
+            and len(sha256) == 64
+            and len(blake3) == 64
+            and not sha256.strip(_HEX)
+            and not blake3.strip(_HEX)
+        ):
+            raise Malformed("hashes")
+
     files = data["files"]
     if not isinstance(files, list):
         raise Malformed("files")
-    entries = tuple(_file_entry(f) for f in files)
+    entries = []
+    for f in files:
+        if not (isinstance(f, dict) and f.keys() == _FILE_FIELDS):
+            raise Malformed("files")
+        path, size, sha256, blake3 = f["path"], f["size"], f["sha256"], f["blake3"]
+        if not (
+            isinstance(path, str)
+            and path
+            and ((type(size) is int and size >= 0) or _is_count(size))
+            and isinstance(sha256, str)
+            and isinstance(blake3, str)
+            and len(sha256) == 64
+            and len(blake3) == 64
+            and not sha256.strip(_HEX)
+            and not blake3.strip(_HEX)
+        ):
+            raise Malformed("files")
+        entries.append(FileEntry(path, int(size), sha256, blake3))
+
     tags = data["tags"]
-    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+    if not isinstance(tags, list):
         raise Malformed("tags")
-    cleaned = data["cleaned_name"]
+    for tag in tags:
+        if not (isinstance(tag, str) and tag):
+            raise Malformed("tags")
+
+    model_id, official, cleaned = data["id"], data["official_name"], data["cleaned_name"]
+    family, kind, size_bytes = data["family"], data["kind"], data["size_bytes"]
+    added_at, updated_at = data["added_at"], data["updated_at"]
+    model_type = data["model_type"]
+    model_type = _TYPES.get(model_type) if isinstance(model_type, str) else None
     if not (
-        _full(_ID, data["id"])
-        and isinstance(data["official_name"], str)
-        and data["official_name"]
-        and _full(_SLUG, cleaned)
+        model_type is not None
+        and isinstance(model_id, str)
+        and _ID(model_id)
+        and isinstance(official, str)
+        and official
+        and isinstance(cleaned, str)
         and len(cleaned) <= 128
-        and isinstance(data["model_type"], str)
-        and data["model_type"] in _TYPES
-        and _full(_SLUG, data["family"])
-        and _full(_SLUG, data["kind"])
-        and _is_count(data["size_bytes"])
-        and isinstance(data["added_at"], str)
-        and isinstance(data["updated_at"], str)
+        and _SLUG(cleaned)
+        and isinstance(family, str)
+        and _SLUG(family)
+        and isinstance(kind, str)
+        and _SLUG(kind)
+        and ((type(size_bytes) is int and size_bytes >= 0) or _is_count(size_bytes))
+        and isinstance(added_at, str)
+        and isinstance(updated_at, str)
     ):
         raise Malformed("a top-level field")
     return Metadata(
-        id=data["id"],
-        official_name=data["official_name"],
+        id=model_id,
+        official_name=official,
         cleaned_name=cleaned,
-        model_type=ModelType(data["model_type"]),
-        family=data["family"],
-        kind=data["kind"],
+        model_type=model_type,
+        family=family,
+        kind=kind,
         tags=tuple(tags),
         source=source_from_dict(source),
-        files=entries,
-        added_at=data["added_at"],
-        updated_at=data["updated_at"],
+        files=tuple(entries),
+        added_at=added_at,
+        updated_at=updated_at,
         schema_version=1,
     )
 
 
-_TYPES = frozenset(t.value for t in ModelType)
-_MODES = frozenset(m.value for m in ImportMode)
-
-
-def _full(pattern: re.Pattern[str], value: Any) -> bool:
-    return isinstance(value, str) and pattern.fullmatch(value) is not None
-
-
 def _is_count(value: Any) -> bool:
-    # JSON Schema's "integer" also admits 2.0; bool is not a number there.
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and value >= 0
-        and float(value).is_integer()
-    )
-
-
-def _is_hashes(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and value.keys() == {"sha256", "blake3"}
-        and _full(_HEX64, value["sha256"])
-        and _full(_HEX64, value["blake3"])
-    )
-
-
-def _file_entry(value: Any) -> FileEntry:
-    if not (
-        isinstance(value, dict)
-        and value.keys() == {"path", "size", "sha256", "blake3"}
-        and isinstance(value["path"], str)
-        and value["path"]
-        and _is_count(value["size"])
-        and _full(_HEX64, value["sha256"])
-        and _full(_HEX64, value["blake3"])
-    ):
-        raise Malformed("files")
-    return FileEntry(value["path"], int(value["size"]), value["sha256"], value["blake3"])
+    """A JSON Schema non-negative "integer": an int, or a float with no fraction; not a bool."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if isinstance(value, int):
+        return value >= 0
+    return value >= 0 and value.is_integer()
 
 
 def overrides_to_dict(overrides: Overrides) -> dict[str, Any]:
@@ -211,7 +237,7 @@ def overrides_to_dict(overrides: Overrides) -> dict[str, Any]:
 
 def overrides_from_dict(data: Any) -> Overrides:
     """Convert ``overrides.json`` data; raise :class:`Malformed` where the schema refuses it."""
-    if not isinstance(data, dict) or data.keys() != {"schema_version", "apps"}:
+    if not isinstance(data, dict) or data.keys() != _OVERRIDES_FIELDS:
         raise Malformed("not an overrides object with schema_version and apps")
     if data["schema_version"] != 1 or isinstance(data["schema_version"], bool):
         raise Malformed("schema_version")
@@ -219,14 +245,17 @@ def overrides_from_dict(data: Any) -> Overrides:
     if not isinstance(apps, dict):
         raise Malformed("apps")
     out = []
-    for name, entry in sorted(apps.items()):
+    for name in sorted(apps):
+        entry = apps[name]
         if not (
             isinstance(entry, dict)
-            and {"enabled", "versions"} <= entry.keys() <= _OVERRIDE_FIELDS
+            and _OVERRIDE_REQUIRED <= entry.keys() <= _OVERRIDE_FIELDS
             and isinstance(entry["enabled"], bool)
-            and all(isinstance(entry.get(k, "x"), str) and entry.get(k, "x") for k in _TEXTS)
         ):
             raise Malformed(f"apps.{name}")
+        for key in _TEXTS:  # each present one a non-empty string
+            if key in entry and not (isinstance(entry[key], str) and entry[key]):
+                raise Malformed(f"apps.{name}")
         out.append(
             AppOverride(
                 target=name,
@@ -239,6 +268,8 @@ def overrides_from_dict(data: Any) -> Overrides:
     return Overrides(apps=tuple(out), schema_version=1)
 
 
+_OVERRIDES_FIELDS = frozenset({"schema_version", "apps"})
+_OVERRIDE_REQUIRED = frozenset({"enabled", "versions"})
 _OVERRIDE_FIELDS = frozenset({"enabled", "versions", "folder", "filename"})
 _TEXTS = ("versions", "folder", "filename")
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import stat as stat_mod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from reconciler.facts import FileStat, LibraryModel, PathFacts, PathKind, SourceFacts
-from reconciler.library import model_dirs
+from reconciler.library import _depth_three as depth_three
+from reconciler.library import gc_paused
 from reconciler.metadata import (
     METADATA_FILE,
     OVERRIDES_FILE,
@@ -27,18 +28,42 @@ TRASH = ".mlib/trash"
 
 
 def observe_library(root: Path) -> dict[str, LibraryModel]:
-    """Every model folder under ``root``: metadata parsed, listed files stat'ed, extras named."""
+    """Every model folder under ``root``: metadata parsed, listed files stat'ed, extras named.
+
+    A model folder is a folder at model depth holding a metadata.json file (what
+    :func:`reconciler.library.model_dirs` finds). One listing of each folder says that, names
+    the files metadata does not list, and spares the ``stat`` of a listed file that is not there.
+    """
     out: dict[str, LibraryModel] = {}
     if not root.is_dir():
         return out
-    for model_id, folder in model_dirs(root):
-        out[model_id] = _library_model(model_id, folder)
+    with gc_paused():  # ~10 objects a model, all kept: collections would only walk them again
+        for model_id, folder in depth_three(root):
+            entries: Mapping[str, os.DirEntry[str]] | None
+            try:
+                with os.scandir(folder) as it:
+                    entries = {e.name: e for e in it}
+            except OSError:  # searchable but not listable: ask for the files by name
+                entries = None
+                if not os.path.isfile(folder + os.sep + METADATA_FILE):
+                    continue
+            else:
+                meta_entry = entries.get(METADATA_FILE)
+                if meta_entry is None or not _is(meta_entry.is_file):
+                    continue  # not a model folder
+            out[model_id] = _library_model(model_id, folder, entries)
     return out
 
 
-def _library_model(model_id: str, folder: str) -> LibraryModel:
-    text = _read(os.path.join(folder, METADATA_FILE))
-    overrides = _read(os.path.join(folder, OVERRIDES_FILE))
+def _library_model(
+    model_id: str, folder: str, entries: Mapping[str, os.DirEntry[str]] | None
+) -> LibraryModel:
+    """One model folder; ``entries`` is its listing, or None when it cannot be listed."""
+    text = _read(folder + os.sep + METADATA_FILE)  # a regular file: the caller checked
+    overrides_entry = None if entries is None else entries.get(OVERRIDES_FILE)
+    overrides = None
+    if entries is None or (overrides_entry is not None and _is(overrides_entry.is_file)):
+        overrides = _read(folder + os.sep + OVERRIDES_FILE)
     meta: Metadata | None = None
     error: str | None = None
     if text is None:
@@ -56,30 +81,63 @@ def _library_model(model_id: str, folder: str) -> LibraryModel:
     listed: set[str] = {METADATA_FILE, OVERRIDES_FILE}
     if meta is not None:
         for entry in meta.files:
-            listed.add(entry.path)
+            path = entry.path
+            listed.add(path)
+            if entries is not None and "/" not in path and path not in entries:
+                continue  # not in the folder: a stat would only fail
             try:
-                st = os.stat(os.path.join(folder, entry.path), follow_symlinks=False)
+                st = os.stat(os.path.join(folder, path), follow_symlinks=False)
             except OSError:
                 continue
             if stat_mod.S_ISREG(st.st_mode):
-                present.append((entry.path, FileStat.of(st)))
-    extra = tuple(
-        (p, _size(os.path.join(folder, p))) for p in sorted(_walk_files(folder)) if p not in listed
-    )
+                present.append((path, FileStat.of(st)))
+    extra: tuple[tuple[str, int], ...] = ()
+    if entries is None:
+        pass  # nothing to name: the folder cannot be listed
+    elif not entries.keys() <= listed or any(_is(e.is_dir) for e in entries.values()):
+        files: list[str] = []
+        _scan_entries(list(entries.values()), "", files)
+        extra = tuple((p, _size(os.path.join(folder, p))) for p in sorted(files) if p not in listed)
     return LibraryModel(model_id, folder, meta, text, overrides, error, tuple(present), extra)
 
 
 def _walk_files(folder: str) -> list[str]:
-    """Relative paths of the regular files under ``folder`` (symlinks are not followed)."""
+    """Relative paths of the files under ``folder`` (symlinks are not followed).
+
+    What ``os.walk`` names, without its overhead: every entry that is not a folder (a symlink
+    counts as what it points to), skipping names that start with ``.``, in this folder and in its
+    real subfolders whose names do not start with ``.`` (only bundles have them).
+    """
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel = os.path.relpath(dirpath, folder)
-        for name in filenames:
-            if name.startswith("."):
-                continue
-            found.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
+    _scan(folder, "", found)
     return found
+
+
+def _scan(folder: str, prefix: str, found: list[str]) -> None:
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError:
+        return
+    _scan_entries(entries, prefix, found)
+
+
+def _scan_entries(entries: list[os.DirEntry[str]], prefix: str, found: list[str]) -> None:
+    for e in entries:
+        name = e.name
+        if not _is(e.is_dir):
+            if not name.startswith("."):
+                found.append(prefix + name)
+        elif not name.startswith(".") and not _is(e.is_symlink):
+            _scan(e.path, f"{prefix}{name}/", found)
+
+
+def _is(test: Callable[[], bool]) -> bool:
+    """A ``DirEntry`` test, with errors as False (as ``os.path.isfile``, ``os.walk`` take them)."""
+    try:
+        return test()
+    except OSError:
+        return False
 
 
 def _size(path: str) -> int:
@@ -89,12 +147,41 @@ def _size(path: str) -> int:
         return -1
 
 
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO put there since the listing must not hang the plan
+)
+_CHUNK = 1 << 16
+
+
 def _read(path: str) -> str | None:
+    """The text of a file the folder listing says is a regular one, as ``open(path).read()``
+    gives it (newlines included), or None when it cannot be read or is not UTF-8.
+
+    One ``open``, one ``read`` and one ``close`` for a file under 64 KiB: a short read of a
+    regular file is its end, so neither a ``fstat`` nor a last empty ``read`` is needed.
+    """
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, _CHUNK)
+        if len(data) == _CHUNK:
+            parts = [data]
+            while chunk := os.read(fd, _CHUNK):
+                parts.append(chunk)
+            data = b"".join(parts)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
+    finally:
+        os.close(fd)
+    if "\r" in text:  # universal newlines, as text mode reads them
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 def observe_source(path: str) -> SourceFacts:
@@ -154,6 +241,40 @@ def observe_path(path: str) -> PathFacts:
         else PathKind.OTHER
     )
     return PathFacts(path, kind, None, True, st.st_ino, st.st_dev, st.st_nlink)
+
+
+def symlinks_under(folder: Path, depth: int = 3) -> list[str]:
+    """Every symlink under ``folder`` (up to ``depth`` levels), sorted, without reading them.
+
+    :func:`symlinks_into` is these, kept when they point into the library; a caller that
+    :func:`observe_path`s them anyway can filter on :attr:`PathFacts.points_to` instead of reading
+    each link twice.
+    """
+    found: list[str] = []
+
+    def scan(path: str, level: int) -> None:
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            return
+        for e in entries:
+            if e.is_symlink():
+                found.append(e.path)
+            elif level < depth and e.is_dir(follow_symlinks=False):
+                scan(e.path, level + 1)
+
+    if folder.is_dir():
+        scan(str(folder), 1)
+    return sorted(found)
+
+
+def points_into(facts: PathFacts, library: Path) -> bool:
+    """Whether ``facts`` are of a symlink that points into ``library`` (as :func:`symlinks_into`
+    judges it)."""
+    if facts.kind is not PathKind.SYMLINK or facts.points_to is None:
+        return False
+    return (facts.points_to + os.sep).startswith(os.path.normpath(library) + os.sep)
 
 
 def symlinks_into(folder: Path, library: Path, depth: int = 3) -> list[str]:

@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any
 
 from reconciler.actions import (
@@ -97,6 +98,10 @@ class Observed:
     staging: tuple[str, ...] = ()
 
 
+#: A WantedModel without its links: spec, folder, files, rename_from, imports.
+_Pending = tuple[ModelSpec, str, tuple[tuple[str, int], ...], str | None, tuple[ImportFile, ...]]
+
+
 def desire(
     manifest: Manifest,
     translations: Mapping[str, Translation | str],
@@ -110,7 +115,7 @@ def desire(
     noops: list[NoOp] = []
     wanted_ids = {spec.id for spec in manifest.models}
     renamable = {mid: m for mid, m in library.items() if mid not in wanted_ids and m.metadata}
-    models: list[WantedModel] = []
+    models: list[_Pending] = []  # the WantedModels but their links, which come next
     for spec in manifest.models:
         folder = os.path.join(root, spec.id)
         existing = library.get(spec.id)
@@ -127,14 +132,14 @@ def desire(
                 )
                 continue
             files = tuple((f.path, f.size) for f in existing.metadata.files)
-            models.append(WantedModel(spec, folder, files))
+            models.append((spec, folder, files, None, ()))
             continue
         origin = _rename_origin(spec, renamable)
         if origin is not None:
             renamable.pop(origin.id)
             assert origin.metadata is not None
             files = tuple((f.path, f.size) for f in origin.metadata.files)
-            models.append(WantedModel(spec, folder, files, rename_from=origin.id))
+            models.append((spec, folder, files, origin.id, ()))
             continue
         if not isinstance(spec.source, LocalSource):
             conflicts.append(
@@ -164,12 +169,21 @@ def desire(
         if imports is None:
             continue
         files = tuple((f.dest, f.size) for f in imports)
-        models.append(WantedModel(spec, folder, files, imports=imports))
-    models = [
-        replace(m, links=tuple(_links(m, manifest, translations, noops, conflicts))) for m in models
+        models.append((spec, folder, files, None, imports))
+    admits: dict[tuple[str, str], bool] = {}
+    wanted = [
+        WantedModel(
+            spec,
+            folder,
+            files,
+            rename_from,
+            imports,
+            tuple(_links(spec, folder, files, manifest, translations, noops, conflicts, admits)),
+        )
+        for spec, folder, files, rename_from, imports in models
     ]
-    models = _resolve_claims(models, conflicts)
-    return Desired(tuple(models), tuple(conflicts), tuple(noops))
+    wanted = _resolve_claims(wanted, conflicts)
+    return Desired(tuple(wanted), tuple(conflicts), tuple(noops))
 
 
 def _rename_origin(spec: ModelSpec, candidates: Mapping[str, LibraryModel]) -> LibraryModel | None:
@@ -208,25 +222,49 @@ def _imports(
 
 
 def _override(spec: ModelSpec, target: str) -> AppOverride:
-    return next((o for o in spec.apps if o.target == target), AppOverride(target))
+    for o in spec.apps:
+        if o.target == target:
+            return o
+    return _default_override(target)
+
+
+@cache
+def _default_override(target: str) -> AppOverride:
+    return AppOverride(target)
+
+
+def _admits(versions: str, version: str, memo: dict[tuple[str, str], bool]) -> bool:
+    """Whether the range ``versions`` holds ``version``; parsed once per pair and ``desire``."""
+    key = (versions, version)
+    found = memo.get(key)
+    if found is None:
+        found = memo[key] = parse_range(versions).contains(version)
+    return found
 
 
 def _links(
-    model: WantedModel,
+    spec: ModelSpec,
+    model_folder: str,
+    files: tuple[tuple[str, int], ...],
     manifest: Manifest,
     translations: Mapping[str, Translation | str],
     noops: list[NoOp],
     conflicts: list[Conflict],
+    admits: dict[tuple[str, str], bool],
 ) -> list[WantedLink]:
-    spec = model.spec
     out: list[WantedLink] = []
-    primary = max(model.files, key=lambda f: (f[1], f[0]))[0] if model.files else ""
+    if not files:
+        primary = ""
+    elif len(files) == 1:
+        primary = files[0][0]
+    else:
+        primary = max(files, key=lambda f: (f[1], f[0]))[0]
     for app in manifest.apps:
         override = _override(spec, app.name)
         if not override.enabled:
             noops.append(NoOp(spec.id, f"not linked into {app.name}: disabled in the manifest"))
             continue
-        if not parse_range(override.versions).contains(app.version):
+        if not _admits(override.versions, app.version, admits):
             noops.append(
                 NoOp(
                     spec.id,
@@ -244,7 +282,7 @@ def _links(
             family=spec.family,
             kind=spec.kind,
             tags=spec.tags,
-            files=[f for f, _ in model.files],
+            files=[f for f, _ in files],
             cleaned_name=spec.cleaned_name,
         )
         if not wants:
@@ -259,20 +297,32 @@ def _links(
                 )
             )
             continue
+        models_dir, mode = str(app.models_dir), app.link.value
         for want in wants:
             folder = override.folder or want.folder
             name = want.name
             if override.filename and (want.file == primary or want.file is None):
                 name = override.filename
-            target = model.folder if want.file is None else os.path.join(model.folder, want.file)
+            target = model_folder if want.file is None else os.path.join(model_folder, want.file)
+            if want.file is None and mode == "hardlink":
+                conflicts.append(
+                    Conflict(
+                        ConflictKind.TRANSLATION,
+                        spec.id,
+                        os.path.join(models_dir, folder, name),
+                        f"{app.name} links by hardlink, and a folder cannot be hardlinked",
+                        "use 'link: auto' (a folder falls back to a copy) or symlink/copy",
+                    )
+                )
+                continue
             out.append(
                 WantedLink(
                     app=app.name,
-                    path=os.path.join(str(app.models_dir), folder, name),
+                    path=os.path.join(models_dir, folder, name),
                     target=target,
                     model=spec.id,
                     file=want.file or "",
-                    mode=app.link.value,
+                    mode=mode,
                 )
             )
     return out
@@ -286,6 +336,9 @@ def _resolve_claims(models: list[WantedModel], conflicts: list[Conflict]) -> lis
             owner.setdefault(link.path, m.spec.id)
     out = []
     for m in models:
+        if all(owner[link.path] == m.spec.id for link in m.links):
+            out.append(m)  # the common case: nothing to drop, so no copy
+            continue
         kept = []
         for link in m.links:
             if owner[link.path] == m.spec.id:
@@ -336,10 +389,13 @@ def plan(
         b.act(
             ActionKind.CLEAR_STAGING, "", "left by an interrupted apply (mlib's own)", path=leftover
         )
+    overrides_texts: dict[tuple[AppOverride, ...], str] = {}
     for m in desired.models:
-        _plan_model(m, root, observed, b)
+        _plan_model(m, root, observed, b, overrides_texts)
     _plan_links(desired, observed, b)
     _plan_unwanted(desired, observed, root, prune, b)
+    for m in desired.models:
+        _plan_finish_move(m, observed, b)
     actions = sorted(enumerate(b.actions), key=lambda ia: (ORDER[ia[1].kind], ia[0]))
     return Plan(
         actions=tuple(a for _, a in actions),
@@ -348,6 +404,38 @@ def plan(
         drift=tuple(b.drift),
         warnings=tuple(b.warnings),
     )
+
+
+def _plan_finish_move(m: WantedModel, observed: Observed, b: _Builder) -> None:
+    """A ``move`` interrupted after its model folder was renamed into place left the source:
+    remove it when it is the very file the library holds (same inode), else report it."""
+    source = m.spec.source
+    lib = observed.library.get(m.spec.id)
+    if not isinstance(source, LocalSource) or source.mode.value != "move" or m.imports:
+        return
+    facts = observed.sources.get(source.path)
+    if lib is None or facts is None or facts.error is not None:
+        return
+    held = dict(lib.present)
+    if facts.is_dir:
+        pairs = [(os.path.join(facts.path, rel), rel, st) for rel, st in facts.files]
+    elif len(held) == 1:
+        pairs = [(facts.path, next(iter(held)), facts.files[0][1])]
+    else:
+        return
+    for path, rel, st in pairs:
+        kept = held.get(rel)
+        if kept is not None and (kept.dev, kept.inode) == (st.dev, st.inode):
+            b.act(
+                ActionKind.FINISH_MOVE,
+                m.spec.id,
+                "an interrupted move left the source; it is the library's file (same inode)",
+                path=path,
+                target=os.path.join(m.folder, rel),
+            )
+        else:
+            message = "a moved source is still there (not the library's file); remove it yourself"
+            b.drift.append(Drift(DriftKind.FILE_EXTRA, m.spec.id, path, message))
 
 
 def _plan_app(
@@ -380,9 +468,17 @@ def _plan_app(
         )
 
 
-def _plan_model(m: WantedModel, root: str, observed: Observed, b: _Builder) -> None:
+def _plan_model(
+    m: WantedModel,
+    root: str,
+    observed: Observed,
+    b: _Builder,
+    overrides_texts: dict[tuple[AppOverride, ...], str],
+) -> None:
     spec = m.spec
-    overrides_json = _json(overrides_to_dict(Overrides(spec.apps)))
+    overrides_json = overrides_texts.get(spec.apps)
+    if overrides_json is None:  # most models share their overrides (none, mostly): one text each
+        overrides_json = overrides_texts[spec.apps] = _json(overrides_to_dict(Overrides(spec.apps)))
     if m.imports:
         source = spec.source
         assert isinstance(source, LocalSource)
@@ -422,17 +518,17 @@ def _plan_model(m: WantedModel, root: str, observed: Observed, b: _Builder) -> N
         current_text = lib.metadata_text
         overrides_text = lib.overrides_text
         _file_drift(lib, b)
-    wanted = _updated(meta, spec)
-    wanted_json = _json(metadata_to_dict(wanted))
-    if wanted != meta or m.rename_from is not None:
+    changed = not _follows(meta, spec)
+    if changed or m.rename_from is not None:
+        wanted = _updated(meta, spec)
         b.act(
             ActionKind.WRITE_METADATA,
             spec.id,
             "metadata follows the manifest (" + ", ".join(_changed(meta, wanted)) + ")"
-            if wanted != meta
+            if changed
             else "metadata follows the new id",
             path=os.path.join(m.folder, "metadata.json"),
-            data=wanted_json,
+            data=_json(metadata_to_dict(wanted)),
         )
         if current_text is not None:
             b.drift.append(
@@ -448,7 +544,7 @@ def _plan_model(m: WantedModel, root: str, observed: Observed, b: _Builder) -> N
             path=os.path.join(m.folder, "overrides.json"),
             data=overrides_json,
         )
-    if wanted != meta or m.rename_from is not None:
+    if changed or m.rename_from is not None:
         b.act(ActionKind.INDEX_UPSERT, spec.id, "index the updated metadata", path=m.folder)
     elif observed.index.get(spec.id) != current_text:
         reason = "index row missing" if spec.id not in observed.index else "index row out of date"
@@ -462,9 +558,9 @@ def _file_drift(lib: LibraryModel, b: _Builder) -> None:
     extra = dict(lib.extra)
     for entry in lib.metadata.files:
         st = present.get(entry.path)
-        path = os.path.join(lib.folder, entry.path)
         if st is not None and st.size == entry.size:
             continue
+        path = os.path.join(lib.folder, entry.path)
         if st is not None:
             message = f"size {st.size} differs from metadata ({entry.size}); run 'mlib verify'"
             b.drift.append(Drift(DriftKind.FILE_CHANGED, lib.id, path, message))
@@ -682,6 +778,20 @@ def _updated(meta: Metadata, spec: ModelSpec) -> Metadata:
         kind=spec.kind,
         tags=spec.tags,
         source=spec.source,
+    )
+
+
+def _follows(meta: Metadata, spec: ModelSpec) -> bool:
+    """``_updated(meta, spec) == meta``, without building the updated value."""
+    return (
+        meta.id == spec.id
+        and meta.official_name == spec.name
+        and meta.cleaned_name == spec.cleaned_name
+        and meta.model_type == spec.type
+        and meta.family == spec.family
+        and meta.kind == spec.kind
+        and meta.tags == spec.tags
+        and meta.source == spec.source
     )
 
 

@@ -55,6 +55,7 @@ def summary_counts(plan: Plan) -> dict[str, int]:
             ActionKind.WRITE_OVERRIDES,
             ActionKind.INDEX_UPSERT,
             ActionKind.INDEX_DELETE,
+            ActionKind.FINISH_MOVE,
         ),
         "conflicts": len(plan.conflicts),
     }

@@ -40,7 +40,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -111,6 +111,12 @@ class Match:
         self, *, type: str, family: str, kind: str, tags: Collection[str], filename: str
     ) -> bool:
         """Whether a file named ``filename`` (a base name) of such a model is accepted."""
+        return self.accepts_model(
+            type=type, family=family, kind=kind, tags=tags
+        ) and self.accepts_file(filename)
+
+    def accepts_model(self, *, type: str, family: str, kind: str, tags: Collection[str]) -> bool:
+        """Whether the model passes everything but the ``files`` patterns."""
         if self.type and type not in self.type:
             return False
         if self.kind and kind not in self.kind:
@@ -119,8 +125,10 @@ class Match:
             return False
         if any(tag not in tags for tag in self.tags):
             return False
-        if any(tag in tags for tag in self.exclude_tags):
-            return False
+        return not any(tag in tags for tag in self.exclude_tags)
+
+    def accepts_file(self, filename: str) -> bool:
+        """Whether a file named ``filename`` (a base name) passes the ``files`` patterns."""
         return not self.files or any(_glob(filename, pattern) for pattern in self.files)
 
 
@@ -150,6 +158,15 @@ class Translation:
     #: The file it came from, as shown in errors.
     source: str
     description: str = ""
+    #: What :func:`links_for` worked out once, not part of the value (no repr, no comparison):
+    #: by (type, family, kind, tags), the positions of the rules that accept such a model but
+    #: for their file patterns; by (position, type, family, kind), a rule's filled-in targets.
+    _candidates: dict[tuple[str, str, str, tuple[str, ...]], tuple[int, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    _filled: dict[tuple[int, str, str, str], tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @property
     def rank(self) -> int:
@@ -287,20 +304,42 @@ def links_for(
     :class:`~reconciler.errors.TranslationError` when a placeholder or the model's cleaned name
     would give an unsafe folder or link name.
     """
-    values = {"family": family, "type": type, "kind": kind}
-    tagset = frozenset(tags)
+    # The same rules, looked at in the same order, as translation.rule_for for each file; what
+    # depends on the model only is worked out once per kind of model, not once per file.
+    model_key = (type, family, kind, tuple(tags))
+    candidates = translation._candidates.get(model_key)
+    if candidates is None:
+        tagset = frozenset(tags)
+        candidates = tuple(
+            i
+            for i, rule in enumerate(translation.rules)
+            if rule.match.accepts_model(type=type, family=family, kind=kind, tags=tagset)
+        )
+        translation._candidates[model_key] = candidates
+    rules, filled = translation.rules, translation._filled
     wants: set[LinkWant] = set()
     for file in files:
-        name = PurePosixPath(file).name
-        rule = translation.rule_for(type=type, family=family, kind=kind, tags=tagset, filename=name)
-        if rule is None:
+        name = file if "/" not in file and file != "." else PurePosixPath(file).name
+        i = next((i for i in candidates if rules[i].match.accepts_file(name)), None)
+        if i is None:
             continue
-        for target in rule.targets:
-            folder = _fill(translation, target, values)
-            if rule.link is LinkScope.FOLDER:
-                wants.add(LinkWant(None, folder, _link_name(translation, cleaned_name)))
-            else:
-                wants.add(LinkWant(file, folder, name))
+        rule = rules[i]
+        folders = filled.get((i, type, family, kind))
+        if folders is None:  # raises where it always did, and then remembers nothing
+            values = {"family": family, "type": type, "kind": kind}
+            done = []
+            for target in rule.targets:
+                done.append(_fill(translation, target, values))
+                if rule.link is LinkScope.FOLDER:
+                    _link_name(translation, cleaned_name)
+            folders = filled[(i, type, family, kind)] = tuple(done)
+        if rule.link is LinkScope.FOLDER:
+            link_name = _link_name(translation, cleaned_name)
+            wants.update(LinkWant(None, folder, link_name) for folder in folders)
+        else:
+            wants.update(LinkWant(file, folder, name) for folder in folders)
+    if len(wants) == 1:
+        return (wants.pop(),)
     return tuple(sorted(wants, key=lambda w: (w.folder, w.name, w.file or "")))
 
 

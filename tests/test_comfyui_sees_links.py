@@ -219,13 +219,6 @@ def test_comfyui_lists_the_same_names_whatever_the_link_mode(
     assert same_inode == (link in ("symlink", "hardlink"))
 
 
-@pytest.mark.xfail(
-    raises=StillBroken,
-    strict=True,
-    reason="BUG reconciler/planner.py _links/_plan_links: with 'link: hardlink' a folder model "
-    "(diffusers) is planned as a hardlink that apply can never make (fsops._hardlink raises "
-    "'a folder cannot be hardlinked'): the plan shows no conflict, apply exits 1 every time",
-)
 def test_a_hardlink_target_with_a_folder_model_is_planned_honestly(
     tmp_path: Path, folder_paths_file: Path
 ) -> None:

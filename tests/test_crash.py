@@ -264,13 +264,6 @@ def test_a_kill_between_the_rename_and_the_removal_of_a_moved_source_loses_nothi
     check_converges(sc, f"the kill after {slug} was renamed into place")
 
 
-@pytest.mark.xfail(
-    raises=StillBroken,
-    strict=True,
-    reason="BUG reconciler/executor.py _import: a move killed after the rename but before "
-    "os.unlink(source) is never finished: the next plan sees the model and says 'No changes', "
-    "so the source stays forever (an unkilled run removes it)",
-)
 @pytest.mark.parametrize("slug", ["moved_lora", "moved_bundle"])
 def test_a_move_interrupted_after_the_rename_is_finished_by_the_next_apply(
     tmp_path: Path, slug: str

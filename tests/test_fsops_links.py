@@ -479,7 +479,7 @@ def test_move_to_trash_never_replaces_an_entry(
 ) -> None:
     class FrozenClock(datetime):
         @classmethod
-        def now(cls, tz: object = None) -> FrozenClock:  # type: ignore[override]
+        def now(cls, tz: object = None) -> FrozenClock:
             return cls(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
 
     monkeypatch.setattr(fsops, "datetime", FrozenClock)

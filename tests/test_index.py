@@ -4,8 +4,18 @@ query filters checked against the exact counts of a synthetic library and a brut
 from __future__ import annotations
 
 import itertools
+import json
+import logging
+import os
+import re
 import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +25,9 @@ from hypothesis import strategies as st
 
 from benchmarks.synth import APPS, VOCABULARY, make_library
 from reconciler import api
+from reconciler import index as index_module
 from reconciler.errors import IndexDbError
+from reconciler.facts import LinkRecord
 from reconciler.index import DB_NAME, SCHEMA_VERSION, Entry, Query, open_index
 from reconciler.metadata import dumps, metadata_to_dict
 from reconciler.model import (
@@ -105,6 +117,7 @@ def test_a_db_from_a_newer_mlib_is_refused_and_left_alone(tmp_path: Path) -> Non
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
+    before = path.read_bytes()
 
     with pytest.raises(IndexDbError) as info, open_index(tmp_path):
         pytest.fail("a newer index must not open")
@@ -112,6 +125,13 @@ def test_a_db_from_a_newer_mlib_is_refused_and_left_alone(tmp_path: Path) -> Non
     assert str(path) in message
     assert f"newer mlib (schema {SCHEMA_VERSION + 1}, this one knows {SCHEMA_VERSION})" in message
     assert "mlib index rebuild" in message
+    # Not even its header changed (the journal mode used to be switched to WAL first), and a
+    # rebuild refuses it just the same.
+    assert path.read_bytes() == before
+    with pytest.raises(IndexDbError, match="newer mlib"):
+        api.rebuild_index(tmp_path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(DB_NAME)) == [DB_NAME]
 
     conn = sqlite3.connect(path)
     try:
@@ -149,6 +169,7 @@ def test_rebuild_is_one_transaction(tmp_path: Path) -> None:
 
     with open_index(tmp_path) as index, pytest.raises(RuntimeError, match="disk went away"):
         index.rebuild(failing())
+    assert [p.name for p in tmp_path.iterdir()] == [DB_NAME]  # the new file is gone
 
     with open_index(tmp_path) as index:
         assert index.query(Query()) == before
@@ -179,6 +200,239 @@ def test_rebuild_replaces_models_and_keeps_links_and_file_stats(tmp_path: Path) 
         assert index.ids() == {"llm/fam/c"}
         assert index.conn.execute("SELECT * FROM file_stats").fetchall() == stats
         assert index.conn.execute("SELECT * FROM links ORDER BY target").fetchall() == links
+
+
+def test_rebuild_swaps_in_a_new_file_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    with open_index(tmp_path) as index:
+        index.rebuild([entry("a", tags=("x",))])
+        before = path.stat().st_ino
+        assert index.rebuild([entry("b", tags=("y", "z")), entry("c")]) == 2
+        assert path.stat().st_ino != before  # renamed over: nothing held the old file open
+        assert index.ids() == {"llm/fam/b", "llm/fam/c"}
+        assert ids_of(index.query(Query(tags=("z",)))) == ["llm/fam/b"]
+        assert index.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert index.conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert index.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        names = {r[0] for r in index.conn.execute("SELECT name FROM sqlite_schema")}
+        assert {"models_type", "models_kind", "model_tags_model", "links_model"} <= names
+    assert [p.name for p in tmp_path.iterdir()] == [DB_NAME]
+
+
+def test_rebuild_keeps_the_permissions_of_the_index_and_a_link_to_it(tmp_path: Path) -> None:
+    elsewhere, library_root = tmp_path / "elsewhere", tmp_path / "library"
+    elsewhere.mkdir()
+    library_root.mkdir()
+    with open_index(elsewhere) as index:
+        index.rebuild([entry("a")])
+    os.chmod(elsewhere / DB_NAME, 0o640)
+    (library_root / DB_NAME).symlink_to(elsewhere / DB_NAME)
+
+    with open_index(library_root) as index:
+        assert index.rebuild([entry("b")]) == 1
+
+    assert (library_root / DB_NAME).is_symlink()
+    assert stat.S_IMODE((elsewhere / DB_NAME).stat().st_mode) == 0o640
+    with open_index(elsewhere) as index:
+        assert index.ids() == {"llm/fam/b"}
+    assert [p.name for p in library_root.iterdir()] == [DB_NAME]
+    assert [p.name for p in elsewhere.iterdir()] == [DB_NAME]
+
+
+def test_rebuild_of_a_corrupt_file_starts_afresh_and_keeps_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_library(tmp_path, 20, seed=4)
+    garbage = b"this is not sqlite at all, just some bytes" * 100
+    (tmp_path / DB_NAME).write_bytes(garbage)
+
+    with caplog.at_level(logging.WARNING, logger="reconciler.index"):
+        report = api.rebuild_index(tmp_path)
+
+    assert (report.indexed, report.skipped) == (20, ())
+    (kept,) = tmp_path.glob(f"{DB_NAME}.corrupt-*")
+    assert re.fullmatch(rf"{re.escape(DB_NAME)}\.corrupt-\d{{8}}T\d{{6}}Z", kept.name)
+    assert kept.read_bytes() == garbage
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert kept.name in warning.getMessage() and "rebuilt from scratch" in warning.getMessage()
+    with open_index(tmp_path) as index:
+        assert index.count() == 20
+    # Opening it for anything else than a rebuild still refuses a corrupt file.
+    (tmp_path / DB_NAME).write_bytes(garbage)
+    with pytest.raises(IndexDbError, match="delete it and run 'mlib index rebuild'"):
+        api.query(tmp_path, Query())
+
+
+def test_rebuild_of_a_file_with_a_corrupt_link_registry_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    with open_index(tmp_path) as index:
+        index.rebuild([entry("a")])
+        index.add_link(LinkRecord("comfy", "/apps/comfy/a.gguf", "llm/fam/a", "a.gguf", "symlink"))
+        ((root_page,),) = index.conn.execute(
+            "SELECT rootpage FROM sqlite_schema WHERE name = 'links'"
+        ).fetchall()
+        (page_size,) = index.conn.execute("PRAGMA page_size").fetchone()
+        index.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as fh:  # the b-tree page of the links table becomes noise
+        fh.seek((root_page - 1) * page_size)
+        fh.write(b"\xff" * page_size)
+
+    with open_index(tmp_path, rebuild=True) as index:
+        assert index.rebuild([entry("b")]) == 1
+        assert index.ids() == {"llm/fam/b"}
+        assert index.links() == []
+    assert len(list(tmp_path.glob(f"{DB_NAME}.corrupt-*"))) == 1
+
+
+def test_a_reader_holding_the_old_index_open_keeps_its_view_until_it_looks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(index_module, "_SWAP_WAIT_MS", 50)
+    record = LinkRecord("comfy", "/apps/comfy/old0.gguf", "llm/fam/old0", "old0.gguf", "symlink")
+    conn = sqlite3.connect(tmp_path / DB_NAME)  # not SQLite's default page size: kept
+    conn.execute("PRAGMA page_size = 8192")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    with open_index(tmp_path) as index:
+        index.rebuild([entry(f"old{i}", tags=("t",)) for i in range(30)])
+        index.add_link(record)
+    reader = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM models").fetchone() == (30,)
+
+        # The reader keeps the file open: no rename over it; the new index is copied into it.
+        with open_index(tmp_path) as index:
+            assert index.rebuild([entry(f"new{i}", tags=("t",)) for i in range(50)]) == 50
+            assert index.count() == 50
+            assert index.links() == [record]
+
+        assert reader.execute("SELECT count(*) FROM models").fetchone() == (30,)
+        reader.execute("COMMIT")
+        assert reader.execute("SELECT count(*) FROM models").fetchone() == (50,)
+        assert reader.execute("SELECT count(*) FROM model_tags").fetchone() == (50,)
+    finally:
+        reader.close()
+    with open_index(tmp_path) as index:
+        assert index.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert index.conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert index.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert index.conn.execute("PRAGMA page_size").fetchone() == (8192,)
+    assert [p.name for p in tmp_path.iterdir()] == [DB_NAME]
+
+
+def test_a_reader_that_opened_the_old_file_during_the_swap_reopens_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / DB_NAME
+    with open_index(tmp_path) as index:
+        index.rebuild([entry(f"old{i}") for i in range(3)])
+    opened = threading.Event()
+    seen: list[Any] = []
+
+    def late_reader() -> None:  # opens the old file while the rebuild holds it exclusively
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        opened.set()
+        try:
+            seen.append(index_module._prepare(conn, path))  # waits for the lock, sees the mark
+        finally:
+            conn.close()
+        seen.append(api.query(tmp_path, Query()))
+
+    finish = index_module._finish
+
+    def finish_with_a_reader_waiting(fresh: Path, like: Path) -> None:
+        thread.start()
+        assert opened.wait(10)
+        time.sleep(0.2)  # let it block on the lock
+        finish(fresh, like)
+
+    thread = threading.Thread(target=late_reader)
+    monkeypatch.setattr(index_module, "_finish", finish_with_a_reader_waiting)
+    with open_index(tmp_path) as index:
+        index.rebuild([entry(f"new{i}") for i in range(5)])
+    thread.join(30)
+    assert seen[0] is False  # superseded: open the path again
+    assert ids_of(seen[1]) == [f"llm/fam/new{i}" for i in range(5)]
+
+
+def test_a_mark_left_by_a_rebuild_that_died_is_undone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_index(tmp_path) as index:
+        index.rebuild([entry("a"), entry("b")])
+    conn = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")  # as the rebuild leaves it before the rename
+    conn.execute(f"PRAGMA user_version = {-1 - SCHEMA_VERSION}")
+    conn.close()
+
+    with caplog.at_level(logging.WARNING, logger="reconciler.index"), open_index(tmp_path) as index:
+        assert index.ids() == {"llm/fam/a", "llm/fam/b"}
+        assert index.conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert index.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert "did not finish" in caplog.text
+
+
+def test_the_new_files_of_dead_rebuilds_are_removed(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    dead = int(done.stdout)
+    for suffix in ("", "-journal"):
+        (tmp_path / f"{DB_NAME}.rebuild-{dead}{suffix}").write_bytes(b"half a database")
+    alive = tmp_path / f"{DB_NAME}.rebuild-{os.getppid()}"  # another rebuild, still running
+    alive.write_bytes(b"being written")
+    with open_index(tmp_path) as index:
+        index.rebuild([entry("a")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([DB_NAME, alive.name])
+
+
+READER = """
+import sys, time
+from pathlib import Path
+from reconciler.index import open_index
+root, stop = Path(sys.argv[1]), Path(sys.argv[2])
+while not stop.exists():
+    with open_index(root) as index:
+        index.conn.execute("BEGIN")
+        models = index.count()
+        tagged = index.conn.execute("SELECT count(DISTINCT model_id) FROM model_tags").fetchone()
+        index.conn.execute("COMMIT")
+    print(models, tagged[0], flush=True)
+"""
+
+
+def test_readers_during_rebuilds_see_the_old_or_the_new_index(tmp_path: Path) -> None:
+    sizes = (30, 50)
+    with open_index(tmp_path) as index:
+        index.rebuild([entry(f"m{i}", tags=("a", "b")) for i in range(sizes[0])])
+    stop = tmp_path / "stop"
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(tmp_path), str(stop)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        for _ in range(2)
+    ]
+    try:
+        time.sleep(0.5)  # the readers are running
+        for round_ in range(8):
+            n = sizes[(round_ + 1) % 2]
+            with open_index(tmp_path) as index:
+                assert index.rebuild([entry(f"m{i}", tags=("a", "b")) for i in range(n)]) == n
+            time.sleep(0.05)
+    finally:
+        stop.touch()
+        outputs = [r.communicate(timeout=60) for r in readers]
+    for reader, (out, err) in zip(readers, outputs, strict=True):
+        assert reader.returncode == 0, err
+        seen = [tuple(map(int, line.split())) for line in out.splitlines()]
+        assert seen, err
+        assert {models for models, _ in seen} <= set(sizes)
+        assert all(models == tagged for models, tagged in seen)  # never half of one, half of other
+    assert sorted(p.name for p in tmp_path.iterdir()) == [DB_NAME, "stop"]
 
 
 def test_upsert_then_delete(tmp_path: Path) -> None:
@@ -218,6 +472,30 @@ def test_a_row_carries_the_model_values(tmp_path: Path) -> None:
     assert row.overrides == {"comfy": {"enabled": False, "versions": "*"}}
     assert row.updated_at == "2025-01-02T00:00:00Z"
     assert metadata_json == e.metadata_json
+
+
+JSON_TEXT = st.text(max_size=8)  # any text: quotes, backslashes, control and non-ASCII characters
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tags=st.lists(st.text(min_size=1, max_size=6), max_size=5),
+    hashes=st.sampled_from([(HEX_A, HEX_B), None]) | st.tuples(JSON_TEXT, JSON_TEXT),
+    apps=st.dictionaries(JSON_TEXT.filter(bool), st.booleans(), max_size=3),
+)
+def test_row_json_columns_are_what_json_dumps_writes(
+    tags: list[str], hashes: tuple[str, str] | None, apps: dict[str, bool]
+) -> None:
+    e = entry("r", tags=tuple(tags), apps=apps)
+    files = () if hashes is None else (FileEntry("r.gguf", 1, *hashes), FileEntry("c", 0, "", ""))
+    e = Entry(replace(e.meta, files=files), e.overrides, e.metadata_json)
+    row = dict(zip(index_module._COLUMNS.split(", "), index_module._row_values(e), strict=True))
+    assert row["tags_json"] == json.dumps(tags)
+    primary = None if hashes is None else {"sha256": hashes[0], "blake3": hashes[1]}
+    assert row["hashes_json"] == json.dumps(primary)
+    overrides = {o.target: {"enabled": o.enabled, "versions": o.versions} for o in e.overrides.apps}
+    assert row["overrides_json"] == json.dumps(overrides)
+    assert row["size_bytes"] == e.meta.size_bytes
 
 
 # ------------------------------------------------------------------- queries on a synthetic library

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.synth import make_library
-from reconciler.library import Skipped, read_entries
+from reconciler import library
+from reconciler.index import Entry, _row_values
+from reconciler.library import LibraryModels, Skipped, read_entries
 from reconciler.loaders import validator
 from reconciler.metadata import (
     Malformed,
@@ -164,6 +167,108 @@ def test_each_bad_file_is_skipped_with_its_reason_and_the_rest_indexed(tmp_path:
         expected = overrides_from_dict(read_json(path)) if path.exists() else Overrides()
         assert e.overrides == expected
     assert any(e.overrides.apps for e in entries)
+
+
+def break_some(root: Path, ids: list[str]) -> None:
+    """Spoil a few models in the ways a library goes wrong (each one is skipped, not indexed)."""
+    (root / ids[1] / "metadata.json").write_text('{"id": ')
+    doc = read_json(root / ids[5] / "metadata.json")
+    doc["files"][0]["size"] = "big"
+    write_json(root / ids[5] / "metadata.json", doc)
+    (root / ids[8] / "metadata.json").unlink()  # no metadata.json: not a model at all
+    (root / ids[13] / "overrides.json").unlink(missing_ok=True)
+    (root / ids[13] / "overrides.json").write_text("[")
+
+
+def small_chunks(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """Workers for a library of a few dozen models, on two cores even if there is only one."""
+    monkeypatch.setattr(library, "_CHUNK", size)
+    monkeypatch.setattr(library, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+
+
+def test_workers_read_what_one_process_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = make_library(tmp_path, 60, seed=8, with_overrides=True)
+    break_some(tmp_path, [m["id"] for m in info["models"]])
+    serial = LibraryModels(tmp_path)
+    expected = [_row_values(e) for e in serial]
+    assert len(serial.skipped) == 3 and len(expected) == 56
+
+    small_chunks(monkeypatch, 7)
+    parent = os.getpid()
+    models = LibraryModels(tmp_path)
+    batches = list(models.converted(lambda e: (os.getpid(), *_row_values(e))))
+
+    assert [row[1:] for batch in batches for row in batch] == expected
+    assert models.skipped == serial.skipped
+    assert all(0 < len(batch) <= 7 for batch in batches)
+    assert {row[0] for batch in batches for row in batch} - {parent}  # workers did the reading
+
+
+def test_the_chunks_of_a_worker_that_fails_are_read_by_the_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = make_library(tmp_path, 60, seed=9, with_overrides=True)
+    ids = [m["id"] for m in info["models"]]
+    break_some(tmp_path, ids)
+    expected = [_row_values(e) for e in LibraryModels(tmp_path)]
+    small_chunks(monkeypatch, 5)
+    parent = os.getpid()
+
+    def convert(entry: Entry) -> tuple[Any, ...]:
+        if os.getpid() != parent and entry.meta.id in (ids[22], ids[40]):
+            os._exit(3)  # a worker dies half-way (or two of them)
+        return _row_values(entry)
+
+    models = LibraryModels(tmp_path)
+    assert [row for batch in models.converted(convert) for row in batch] == expected
+    assert len(models.skipped) == 3
+
+
+def test_an_unfinished_conversion_stops_its_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_library(tmp_path, 60, seed=10)
+    small_chunks(monkeypatch, 5)
+    forked: list[int] = []
+    fork = os.fork
+
+    def recording_fork() -> int:
+        pid = fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", recording_fork)
+    batches = LibraryModels(tmp_path).converted(_row_values)
+    next(batches)
+    batches.close()  # e.g. the index failed to insert the first batch
+    assert forked
+    for pid in forked:  # reaped: waiting again finds no such child
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def test_text_is_read_as_text_mode_reads_it(tmp_path: Path) -> None:
+    info = make_library(tmp_path, 3, seed=12)
+    first, second, third = (tmp_path / m["id"] for m in info["models"])
+    crlf = (first / "metadata.json").read_bytes().replace(b"\n", b"\r\n")
+    (first / "metadata.json").write_bytes(crlf)
+    os.mkfifo(second / "metadata.json.tmp")
+    (second / "metadata.json").unlink()
+    os.rename(second / "metadata.json.tmp", second / "metadata.json")  # a FIFO is not a model
+    (third / "overrides.json").mkdir()
+
+    entries, skipped = read_entries(tmp_path)
+
+    (entry,) = entries
+    assert entry.metadata_json == (first / "metadata.json").read_text(encoding="utf-8")
+    assert "\r" not in entry.metadata_json
+    assert skipped == [
+        Skipped(f"{info['models'][2]['id']}/overrides.json", "unreadable: Is a directory")
+    ]
 
 
 # ------------------------------------------------------------ fast checker against the JSON Schema
@@ -461,6 +566,8 @@ REJECTED = {
 ACCEPTED = {
     "an extra top-level field": _set(("comment",), "mine"),
     "a size written as 2.0": _set(("files", 1, "size"), 2.0),
+    "a size beyond the range of a float": _set(("files", 1, "size"), 10**400),
+    "a total size written as 2.0": _set(("size_bytes",), 2.0),
 }
 
 

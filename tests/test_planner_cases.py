@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from reconciler import planner
+from reconciler.actions import Plan
 from reconciler.facts import FileStat, LibraryModel, LinkRecord, PathFacts, PathKind, SourceFacts
 from reconciler.loaders import parse_yaml, schema_problems
 from reconciler.manifest import interpret
@@ -141,7 +142,7 @@ def translations_for(manifest: Manifest) -> dict[str, Translation | str]:
     return {a.name: select(user, bundled, a.app, a.variant, a.version) for a in manifest.apps}
 
 
-def run_case(case: dict[str, Any], prune: bool) -> planner.Plan:
+def run_case(case: dict[str, Any], prune: bool) -> Plan:
     manifest = build_manifest(case)
     translations = translations_for(manifest)
     library = build_library(case, manifest)
