@@ -22,6 +22,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+# fsync_dir is re-exported: the executor calls fsops.fsync_dir
+from reconciler.durable import fsync_dir as fsync_dir
 from reconciler.errors import LinkLoopError, ReconcilerError
 from reconciler.metadata import (
     METADATA_FILE,
@@ -54,20 +56,6 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
     fsync_dir(path.parent)
     log.debug("wrote %s (%d bytes)", path, len(data))
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or create inside ``folder`` durable (no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_metadata(model_dir: Path, meta: Metadata) -> None:

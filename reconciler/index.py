@@ -32,6 +32,7 @@ from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from reconciler.durable import fsync_dir
 from reconciler.errors import IndexDbError
 from reconciler.facts import LinkRecord
 from reconciler.model import FileEntry, Metadata, ModelType, Overrides
@@ -220,7 +221,7 @@ class Index:
             raise
         finally:
             old.close()  # releases the lock: readers blocked on the old file see the mark
-        _fsync_dir(real.parent)
+        fsync_dir(real.parent)
         self.conn = _connect(self.path)
 
     def _replace_corrupt(self, fresh: Path, real: Path) -> None:
@@ -234,7 +235,7 @@ class Index:
         )
         _finish(fresh, kept or real)
         os.replace(fresh, real)
-        _fsync_dir(real.parent)
+        fsync_dir(real.parent)
         self.conn.close()
         self.conn = _connect(self.path)
         self._corrupt = None
@@ -728,20 +729,6 @@ def _remove_db(path: Path) -> None:
 def _unlink(path: Path) -> None:
     with suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename inside ``folder`` durable (where folders can be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on folders
-        pass
-    finally:
-        os.close(fd)
 
 
 def _unicode_lower(value: Any) -> Any:
