@@ -283,26 +283,7 @@ def symlinks_into(folder: Path, library: Path, depth: int = 3) -> list[str]:
     Found so the plan can offer to remove links into the library that are no longer wanted even
     when the registry lost them; symlinked folders are never descended into.
     """
-    found: list[str] = []
-    lib = os.path.normpath(library) + os.sep
-
-    def scan(path: str, level: int) -> None:
-        try:
-            with os.scandir(path) as it:
-                entries = list(it)
-        except OSError:
-            return
-        for e in entries:
-            if e.is_symlink():
-                target = os.path.normpath(os.path.join(path, os.readlink(e.path)))
-                if (target + os.sep).startswith(lib):
-                    found.append(e.path)
-            elif level < depth and e.is_dir(follow_symlinks=False):
-                scan(e.path, level + 1)
-
-    if folder.is_dir():
-        scan(str(folder), 1)
-    return sorted(found)
+    return [p for p in symlinks_under(folder, depth) if points_into(observe_path(p), library)]
 
 
 def staging_leftovers(root: Path) -> list[str]:
