@@ -143,7 +143,7 @@ def init(obj: Context, force: bool) -> None:
 def validate(obj: Context) -> None:
     """Check the manifest: every problem at once, with file, line and field."""
     from reconciler.errors import InvalidInputError
-    from reconciler.translations import translation_problems
+    from reconciler.translation_files import translation_problems
 
     manifest = obj.manifest()
     problems = translation_problems(manifest.translations)

@@ -2,19 +2,16 @@
 
 A translation file (``translations/<app>_<version>_<variant>.json``, format in
 ``schemas/translation.schema.json``, DESIGN.md section 3.5) names an app, a range of its versions, a
-variant and an ordered list of rules. This module has two parts:
+variant and an ordered list of rules. This module is pure (layer L1): it reads no file.
 
-Values, selection and matching (layer L1, pure)
+Values, selection and matching
     :class:`Match`, :class:`Rule`, :class:`Translation`, :class:`LinkWant`; :func:`select` picks the
     one translation for an app target; :func:`links_for` says which links a model wants.
 
-Loading (layer L2, reads files)
-    :func:`load_translations` reads the user's folders and the bundled files, checks them against
-    the schema and the rules below, and raises one :class:`~reconciler.errors.InvalidInputError`
-    holding every problem; :func:`translation_problems` returns those problems instead, for
-    ``mlib validate``.
-    ``reconciler.loaders`` is imported inside these functions only, so the pure part imports nothing
-    from a higher layer and no import cycle can form.
+Interpreting, :func:`interpret`
+    Builds a :class:`Translation` from one parsed file and checks it against the rules below.
+    Reading the files, the user's folders and the bundled ones, and the schema check are
+    :mod:`reconciler.translation_files` (layer L2), which calls it.
 
 Selection, :func:`select`
     Candidates are the translations of the same app and variant whose range contains the version.
@@ -42,15 +39,12 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cache
-from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from packaging.specifiers import SpecifierSet
 
 from reconciler.document import Document, PathKey
 from reconciler.errors import (
-    InvalidInputError,
     NamingError,
     Problem,
     TranslationError,
@@ -67,13 +61,11 @@ __all__ = [
     "Match",
     "Rule",
     "Translation",
+    "interpret",
     "links_for",
-    "load_translations",
     "range_rank",
-    "read_translation",
     "rule_kinds",
     "select",
-    "translation_problems",
 ]
 
 #: The names a target folder may use in braces; each is filled from the model.
@@ -385,164 +377,26 @@ def _unsafe_component(text: str) -> str:
     return ""
 
 
-# --- loading (layer L2: reads files) ------------------------------------------------------------
-
-_BUNDLED_PREFIX = "<bundled>/translations/"
+# --- interpreting (the file reading is reconciler.translation_files, layer L2) ------------------
 
 
-def load_translations(
-    folders: Sequence[Path], *, bundled: bool = True
-) -> tuple[list[Translation], list[Translation]]:
-    """Read ``(user, bundled)`` translations: each folder's ``*.json`` in order, then the package's.
+def interpret(
+    doc: Document, schema_problems: Sequence[Problem]
+) -> tuple[Translation | None, list[Problem]]:
+    """Build the translation in ``doc``, or None, with every problem found, sorted by line.
 
-    Files in one folder are read in name order; other files and subfolders are ignored. Raises one
-    :class:`~reconciler.errors.InvalidInputError` with every problem of every file, including a
-    folder that does not exist.
+    ``schema_problems`` are the JSON Schema findings for the same document; they are reported with
+    the document's own problems and the semantic ones found here, which replace the schema's at the
+    same place. A translation is returned only when there is no problem at all.
     """
-    user, shipped, problems = _load_all(folders, bundled=bundled)
-    if problems:
-        raise InvalidInputError(problems)
-    return user, shipped
-
-
-def translation_problems(folders: Sequence[Path], *, bundled: bool = True) -> list[Problem]:
-    """Every problem :func:`load_translations` would raise, plus translations that always tie.
-
-    Two translations in the same group (user or bundled) with the same app, variant and range can
-    never be told apart by :func:`select`; ``mlib validate`` reports that before any plan does.
-    """
-    user, shipped, problems = _load_all(folders, bundled=bundled)
-    for group in (user, shipped):
-        first: dict[tuple[str, str, str], Translation] = {}
-        for t in group:
-            key = (t.app, t.variant, t.versions.text)
-            if key in first:
-                other = first[key].source
-                problems.append(
-                    Problem(
-                        t.source,
-                        None,
-                        "versions",
-                        f"same app, variant and versions ({t.versions}) as {other}, so neither "
-                        f"can be chosen",
-                        "narrow the range of one of them, or remove one",
-                    )
-                )
-            else:
-                first[key] = t
-    return problems
-
-
-def read_translation(text: str, source: str) -> Translation:
-    """Parse and check one translation file's text; ``source`` names it in errors."""
-    translation, problems = _read(text, source)
-    if problems or translation is None:
-        raise InvalidInputError(problems)
-    return translation
-
-
-def _load_all(
-    folders: Sequence[Path], *, bundled: bool
-) -> tuple[list[Translation], list[Translation], list[Problem]]:
-    from reconciler.loaders import display_name, read_text
-
-    user: list[Translation] = []
-    problems: list[Problem] = []
-    for folder in folders:
-        shown = display_name(folder)
-        if not folder.exists():
-            problems.append(
-                Problem(
-                    shown,
-                    None,
-                    "",
-                    "translation folder not found",
-                    "create it, or remove it from 'translations:' in the manifest",
-                )
-            )
-            continue
-        if not folder.is_dir():
-            problems.append(
-                Problem(
-                    shown, None, "", "not a folder", "list folders of translation files, not files"
-                )
-            )
-            continue
-        for path in sorted(p for p in folder.glob("*.json") if p.is_file()):
-            try:
-                text = read_text(path, "translation")
-            except InvalidInputError as exc:
-                problems.extend(exc.problems)
-                continue
-            translation, found = _read(text, display_name(path))
-            problems.extend(found)
-            if translation is not None:
-                user.append(translation)
-    shipped: list[Translation] = []
-    if bundled:
-        try:
-            shipped = list(_bundled())
-        except InvalidInputError as exc:  # pragma: no cover - the bundled files are tested
-            problems.extend(exc.problems)
-    return user, shipped, problems
-
-
-@cache
-def _bundled() -> tuple[Translation, ...]:
-    """The package's translations, read once per process."""
-    folder = resources.files("reconciler") / "translations"
-    if not folder.is_dir():  # pragma: no cover - the package always ships the folder
-        return ()
-    out: list[Translation] = []
-    problems: list[Problem] = []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".json") or not entry.is_file():
-            continue
-        translation, found = _read(entry.read_text(encoding="utf-8"), _BUNDLED_PREFIX + entry.name)
-        problems.extend(found)
-        if translation is not None:
-            out.append(translation)
-    if problems:  # pragma: no cover - the bundled files are tested
-        raise InvalidInputError(problems)
-    return tuple(out)
-
-
-def _read(text: str, source: str) -> tuple[Translation | None, list[Problem]]:
-    """Parse, schema-check and interpret one file; every problem is returned, none raised."""
-    from reconciler.loaders import schema_problems
-
-    try:
-        doc = _parse(text, source)
-    except InvalidInputError as exc:
-        return None, list(exc.problems)
     reader = _Reader(doc)
     translation = reader.translation()
     mine = {(p.path, p.line) for p in reader.problems}
-    checked = schema_problems(doc, "translation")
     problems = [*doc.problems, *reader.problems]
-    problems += [p for p in checked if (p.path, p.line) not in mine]
+    problems += [p for p in schema_problems if (p.path, p.line) not in mine]
     if problems:
-        order = sorted(set(problems), key=lambda p: (p.line or 0, p.path, p.message))
-        return None, order
+        return None, sorted(set(problems), key=lambda p: (p.line or 0, p.path, p.message))
     return translation, []
-
-
-def _parse(text: str, source: str) -> Document:
-    """JSON data, with the line of every value when the same text reads as the same YAML.
-
-    JSON is (nearly) a subset of YAML, and the YAML reader records lines and duplicate keys, which
-    ``json`` silently collapses to the last one. When YAML reads something else, lines are left out.
-    """
-    from reconciler.loaders import parse_json, parse_yaml
-
-    doc = parse_json(text, source)
-    try:
-        shadow = parse_yaml(text, source)
-    except InvalidInputError:
-        return doc
-    if shadow.problems or shadow.data == doc.data:
-        return Document(source, doc.data, shadow.positions, shadow.problems)
-    return doc
 
 
 class _Reader:

@@ -28,7 +28,8 @@ from reconciler.model import (
     ModelType,
     Overrides,
 )
-from reconciler.translations import Translation, load_translations, select
+from reconciler.translation_files import load_translations
+from reconciler.translations import Translation, select
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*.yaml"))
 BASE = Path("/case")

@@ -17,6 +17,7 @@ from reconciler.errors import InvalidInputError, TranslationError
 from reconciler.loaders import schema_text
 from reconciler.model import KNOWN_KINDS, ModelType
 from reconciler.naming import check_relpath
+from reconciler.translation_files import load_translations, read_translation, translation_problems
 from reconciler.translations import (
     EXTRA_KINDS,
     LinkScope,
@@ -25,12 +26,9 @@ from reconciler.translations import (
     Rule,
     Translation,
     links_for,
-    load_translations,
     range_rank,
-    read_translation,
     rule_kinds,
     select,
-    translation_problems,
 )
 from reconciler.versions import parse_range
 
