@@ -6,6 +6,7 @@ these actions in this order. Paths in actions are absolute strings, so a saved p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -141,7 +142,8 @@ class Plan:
     """Everything ``apply`` would do, in order, plus what it leaves and why."""
 
     actions: tuple[Action, ...] = ()
-    noops: tuple[NoOp, ...] = ()
+    #: Often one or two a model: a plan replayed from the cache reads them only when asked.
+    noops: Sequence[NoOp] = ()
     conflicts: tuple[Conflict, ...] = ()
     drift: tuple[Drift, ...] = ()
     warnings: tuple[str, ...] = field(default=())

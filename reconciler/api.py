@@ -2,29 +2,27 @@
 
 Each function takes plain arguments, returns frozen values, and raises
 :class:`~reconciler.errors.ReconcilerError` subclasses for anything a user can fix.
+
+The executor, the hashing code and the dependency checks are imported by the functions that use
+them: a plan replayed from the cache is done in ~0.2 s, of which importing those would be a third.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import os
-import pickle
-import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler import observe, planner
+from reconciler import cache, observe, planner, stamps
 from reconciler.actions import Plan
-from reconciler.doctor import Check, Status
 from reconciler.errors import (
     InvalidInputError,
     Problem,
@@ -32,20 +30,22 @@ from reconciler.errors import (
     StalePlanError,
     VersionRangeError,
 )
-from reconciler.executor import Executor, Progress, Report
 from reconciler.facts import LinkRecord, PathFacts
 from reconciler.fsops import atomic_write
-from reconciler.hashing import hash_file
 from reconciler.index import DB_NAME, Row, open_index
 from reconciler.index import Query as Query  # re-exported: api.Query is the list filter
 from reconciler.library import LibraryModels, Skipped, gc_paused
-from reconciler.loaders import load_json, load_manifest, read_text
+from reconciler.loaders import load_json, load_manifest
 from reconciler.lock import library_lock
-from reconciler.manifest import DEFAULT_LIBRARY, resolve_path
 from reconciler.model import ImportMode, LocalSource, Manifest
 from reconciler.render import plan_to_json
-from reconciler.translations import Translation, load_translations, select
+from reconciler.translation_files import load_translations
+from reconciler.translations import Translation, select
 from reconciler.versions import parse_range
+
+if TYPE_CHECKING:
+    from reconciler.doctor import Check
+    from reconciler.executor import Progress, Report
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,8 @@ def doctor(root: Path) -> list[Check]:
 
 def install_missing(found: list[Check]) -> int:
     """``pip install`` what :func:`doctor` found missing, with the running interpreter."""
+    from reconciler.doctor import Status
+
     wanted = [c.install for c in found if c.status is Status.MISSING and c.install]
     if not wanted:
         return 0
@@ -183,17 +185,34 @@ def init(path: Path, force: bool = False) -> None:
 
 @dataclass(frozen=True)
 class PlanResult:
-    manifest: Manifest
+    manifest_path: Path
     plan: Plan
-    #: Everything the plan was computed from (manifest, translations, observed facts, prune).
-    seen: tuple[Any, ...] = field(default=(), repr=False, compare=False)
+    prune: bool = False
+    #: Everything the plan was computed from (manifest, translations, observed facts, prune);
+    #: None for a plan replayed from the cache (its inputs were proved unchanged, not kept).
+    seen: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
 
-    def _digest(self) -> str:
-        return hashlib.sha256(repr(self.seen).encode("utf-8")).hexdigest()
+    @property
+    def replayed(self) -> bool:
+        """Whether the plan came from the cache (:mod:`reconciler.cache`)."""
+        return self.seen is None
 
-    #: sha256 over :attr:`seen`; computed when asked for (``plan -o``, applying a saved plan): on
-    #: 100k models it costs as much as the rest of a no-op plan.
-    fingerprint = cached_property(_digest)
+    @cached_property
+    def manifest(self) -> Manifest:
+        if self.seen is not None:
+            manifest: Manifest = self.seen[0]
+            return manifest
+        return cache.remembered_manifest(cache.ManifestInput.read(self.manifest_path))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over :attr:`seen`; computed when asked for (``plan -o``, applying a saved plan):
+        on 100k models it costs as much as the rest of a no-op plan, and a replayed plan has to
+        observe everything again for it."""
+        seen = self.seen
+        if seen is None:
+            seen = _make_plan(self.manifest_path, self.prune, replay=False).seen
+        return hashlib.sha256(repr(seen).encode("utf-8")).hexdigest()
 
 
 def select_translations(manifest: Manifest) -> dict[str, Translation | str]:
@@ -226,13 +245,20 @@ def observe_links(
 
 
 def make_plan(manifest_path: Path, *, prune: bool = False) -> PlanResult:
-    """Load, observe, and plan. Reads only: nothing on disk changes."""
+    """Load, observe, and plan. Changes nothing on disk but mlib's caches: the plan is replayed
+    from :mod:`reconciler.cache` when nothing it was made from changed."""
     with gc_paused():  # everything built here lasts until the plan is made: nothing to collect
-        return _make_plan(manifest_path, prune)
+        return _make_plan(manifest_path, prune, replay=True)
 
 
-def _make_plan(manifest_path: Path, prune: bool) -> PlanResult:
-    manifest = _load_remembered(manifest_path)
+def _make_plan(manifest_path: Path, prune: bool, *, replay: bool) -> PlanResult:
+    found = cache.ManifestInput.read(manifest_path)
+    if replay:
+        memo = cache.remembered_plan(found, prune)
+        if memo is not None and stamps.unchanged(memo.probes, memo.stamp):
+            return PlanResult(manifest_path, memo.replayed(), prune)
+    began = time.time_ns()
+    manifest = cache.remembered_manifest(found)
     translations = select_translations(manifest)
     root = manifest.library
     library = observe.observe_library(root)
@@ -249,7 +275,7 @@ def _make_plan(manifest_path: Path, prune: bool) -> PlanResult:
         with open_index(root) as index:
             index_texts = index.metadata_texts()
             registry = index.links()
-    paths, found = observe_links(manifest, desired, registry)
+    paths, found_links = observe_links(manifest, desired, registry)
     observed = planner.Observed(
         library=library,
         sources=sources,
@@ -257,141 +283,47 @@ def _make_plan(manifest_path: Path, prune: bool) -> PlanResult:
         registry=tuple(registry),
         index=index_texts,
         app_dirs={app.name: app.models_dir.is_dir() for app in manifest.apps},
-        found_links=tuple(found),
+        found_links=tuple(found_links),
         staging=tuple(observe.staging_leftovers(root)),
     )
     result = planner.plan(manifest, desired, observed, translations, prune=prune)
-    return PlanResult(manifest, result, (manifest, translations, observed, prune))
+    _remember(found, manifest, observed, result, prune, began)
+    return PlanResult(manifest_path, result, prune, (manifest, translations, observed, prune))
 
 
-# --- the manifest, remembered between plans -----------------------------------------------------
-#
-# Reading a manifest costs ~45 us a model (YAML, schema, names, version ranges): 4.5 s for 100k
-# models, three times the rest of a no-op plan. Its value depends only on its text, its path (and
-# the current folder, for a relative one), the home folder, and mlib's code and libraries, so
-# ``make_plan`` keeps the last value in ``<library>/.mlib/cache/``, keyed by all of those, and
-# loads it back (~2 us a model) when nothing of it changed. Only a manifest without problems is
-# kept; an edited manifest is read in full, and every problem is reported as always.
-
-_CACHE_FORMAT = b"mlib-manifest-cache/1"
-#: The classes a cache file may name: the manifest's values and paths, nothing else.
-_CACHE_CLASSES = frozenset(
-    {
-        ("reconciler.model", name)
-        for name in (
-            "Manifest",
-            "AppTarget",
-            "ModelSpec",
-            "AppOverride",
-            "HfSource",
-            "UrlSource",
-            "LocalSource",
-            "ModelType",
-            "LinkMode",
-            "ImportMode",
-        )
-    }
-    | {("pathlib", name) for name in ("Path", "PosixPath", "WindowsPath")}
-)
-_LIBRARY_LINE = re.compile(
-    r"""^library:[ \t]*(?:"([^"\\\n]*)"|'([^'\n]*)'|([^\s#'"{\[][^#\n]*?))[ \t]*(?:\#.*)?$""",
-    re.MULTILINE,
-)
-
-
-def _load_remembered(manifest_path: Path) -> Manifest:
-    """:func:`load`, or the value it gave last time for exactly the same inputs."""
-    text = read_text(manifest_path, "manifest")
-    home = Path.home()
-    key = _manifest_key(manifest_path, home, text)
-    guess = _cache_path(_library_guess(manifest_path, home, text), manifest_path)
-    cached = _read_cached(guess, key)
-    if cached is not None:
-        return cached
-    manifest = load_manifest(manifest_path, home, text=text)
-    _write_cached(_cache_path(manifest.library, manifest_path), key, manifest)
-    return manifest
-
-
-def _manifest_key(manifest_path: Path, home: Path, text: str) -> bytes:
-    parts = (
-        _CACHE_FORMAT.decode(),
-        _code_digest(),
-        str(manifest_path),
-        os.getcwd(),
-        str(home),
-        hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+def _remember(
+    found: cache.ManifestInput,
+    manifest: Manifest,
+    observed: planner.Observed,
+    plan: Plan,
+    prune: bool,
+    began: int,
+) -> None:
+    """Keep ``plan`` with the probes of everything it was made from, if they all had settled by
+    the time observing began (else a change in the same clock tick could go unseen)."""
+    root = manifest.library
+    if not root.is_dir():
+        return
+    lstat, stat = observe.library_probes(root, observed.library)
+    more = observe.link_probes(
+        [app.models_dir for app in manifest.apps],
+        observed.paths,
+        observe.library_targets(observed.library),
     )
-    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest().encode()
-
-
-@cache
-def _code_digest() -> str:
-    """mlib's own code and bundled schemas, and the versions of what reading a manifest uses."""
-    import packaging
-    import yaml
-
-    import reconciler
-
-    digest = hashlib.sha256(f"{sys.version}|{sys.platform}|{yaml.__version__}|".encode())
-    digest.update(f"{packaging.__version__}|{reconciler.__version__}|".encode())
-    package = Path(__file__).parent
-    for path in sorted([*package.glob("*.py"), *package.glob("schemas/*.json")]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def _library_guess(manifest_path: Path, home: Path, text: str) -> Path:
-    """Where the manifest's library is, read from its ``library:`` line without parsing it.
-
-    Only says where to look for the cache; a wrong guess just misses it (the key holds the whole
-    text, so a file found anywhere can only be this manifest's value).
-    """
-    found = _LIBRARY_LINE.search(text)
-    value = next((g for g in found.groups() if g is not None), None) if found else None
-    base = Path(os.path.normpath(manifest_path.absolute())).parent
-    return resolve_path(value or DEFAULT_LIBRARY, base, home)
-
-
-def _cache_path(library: Path, manifest_path: Path) -> Path:
-    where = hashlib.sha256(os.fsencode(os.path.abspath(manifest_path))).hexdigest()[:16]
-    return library / ".mlib" / "cache" / f"manifest-{where}.pickle"
-
-
-class _CacheUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in _CACHE_CLASSES:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a manifest cache")
-        return super().find_class(module, name)
-
-
-def _read_cached(path: Path, key: bytes) -> Manifest | None:
-    try:
-        with open(path, "rb") as fh:
-            header = fh.readline()
-            if header.rstrip(b"\n").split(b" ")[:2] != [_CACHE_FORMAT, key]:
-                return None
-            payload = fh.read()
-        if header.split()[2] != hashlib.sha256(payload).hexdigest().encode():
-            return None
-        value = _CacheUnpickler(io.BytesIO(payload)).load()
-    except Exception as exc:  # whatever is wrong with a cache file, the manifest is read instead
-        log.debug("manifest cache %s not used: %s", path, exc)
-        return None
-    return value if isinstance(value, Manifest) else None
-
-
-def _write_cached(path: Path, key: bytes, manifest: Manifest) -> None:
-    """Keep ``manifest`` for the next plan; only in an existing library, and never an error."""
-    if not path.parent.parent.parent.is_dir():
-        return  # no library yet: a plan creates nothing
-    payload = pickle.dumps(manifest, protocol=pickle.HIGHEST_PROTOCOL)
-    digest = hashlib.sha256(payload).hexdigest().encode()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, b" ".join((_CACHE_FORMAT, key, digest)) + b"\n" + payload)
-    except OSError as exc:
-        log.debug("manifest cache %s not written: %s", path, exc)
+    sources = observe.source_probes(observed.sources.values())
+    for extra_lstat, extra_stat in (more, sources):
+        lstat |= extra_lstat
+        stat |= extra_stat
+    stat |= {str(root / DB_NAME), str(root / (DB_NAME + "-wal")), str(root / observe.STAGING)}
+    for folder in manifest.translations:
+        stat.add(str(folder))
+        stat.update(str(p) for p in folder.glob("*.json"))
+    probes = stamps.Probes.of(lstat, stat, [str(root)])
+    stamp = stamps.take(probes)
+    if stamp.newest_ns >= began - stamps.SETTLED_NS:
+        log.debug("plan not kept: something changed less than %d ns before it", stamps.SETTLED_NS)
+        return
+    cache.remember_plan(found, root, prune, cache.Memo.of(plan, probes, stamp))
 
 
 @dataclass(frozen=True)
@@ -404,7 +336,7 @@ def save_plan(result: PlanResult, path: Path, *, prune: bool) -> None:
     """Write a plan to apply later: its actions and the fingerprint of what it saw."""
     data = {
         "format": "mlib-plan",
-        "manifest": str(result.manifest.path.absolute()),
+        "manifest": str(result.manifest_path.absolute()),
         "prune": prune,
         "fingerprint": result.fingerprint,
         "plan": plan_to_json(result.plan),
@@ -435,13 +367,15 @@ def apply(
     if saved_data is not None:
         prune = bool(saved_data.get("prune", False))
         manifest_path = Path(saved_data.get("manifest") or manifest_path)
-    root = load(manifest_path).library
+    root = cache.remembered_manifest(cache.ManifestInput.read(manifest_path)).library
     root.mkdir(parents=True, exist_ok=True)
     with library_lock(root, lock_timeout):
         result = make_plan(manifest_path, prune=prune)
         if saved_data is not None:
             _check_not_stale(saved_data, result, saved or Path())
         with open_index(root) as index:
+            from reconciler.executor import Executor
+
             report = Executor(root, index, utc_now, progress).run(result.plan)
     return ApplyResult(result.plan, report)
 
@@ -485,6 +419,8 @@ class VerifyResult:
 
 def verify(root: Path, ids: list[str] | None = None) -> VerifyResult:
     """Rehash every file of the given models (all by default) and compare with metadata."""
+    from reconciler import hashing
+
     _require_root(root)
     library = observe.observe_library(root)
     wanted = ids or sorted(library)
@@ -502,7 +438,7 @@ def verify(root: Path, ids: list[str] | None = None) -> VerifyResult:
             for entry in lib.metadata.files:
                 path = Path(lib.folder) / entry.path
                 try:
-                    got = hash_file(path)
+                    got = hashing.hash_file(path)
                 except OSError as exc:
                     mismatches.append(Mismatch(model_id, str(path), f"unreadable: {exc.strerror}"))
                     continue

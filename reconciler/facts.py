@@ -51,6 +51,8 @@ class LibraryModel:
     present: tuple[tuple[str, FileStat], ...] = ()
     #: Files in the folder that metadata does not list, with their sizes.
     extra: tuple[tuple[str, int], ...] = ()
+    #: Subfolders listed while looking for those files (relative paths).
+    subdirs: tuple[str, ...] = ()
 
 
 class PathKind(StrEnum):

@@ -8,24 +8,21 @@ Model folders sit at a fixed depth, ``<type>/<family>/<name>/``, so discovery is
 from __future__ import annotations
 
 import errno
-import fcntl
 import gc
 import json
 import logging
-import marshal
 import os
-import signal
 import stat
-import sys
-import threading
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from reconciler.document import Document, Positions
 from reconciler.errors import Problem
+from reconciler.forked import map_chunks, workers_for
 from reconciler.index import Entry
 from reconciler.loaders import schema_problems
 from reconciler.metadata import (
@@ -113,19 +110,18 @@ class LibraryModels:
         """``convert`` of every entry, in batches, in the order of iteration.
 
         Reading and parsing ~100k small JSON files is CPU work (~30 us a model), so on a machine
-        with more than one core, forked workers (one a core) read the folders in chunks and send
-        back what ``convert`` made of them (which must be :mod:`marshal`-able data: tuples of
-        str, int, None...), while this process takes the batches as they come, in order. A
-        chunk whose worker failed is read here. With fewer than :data:`_PARALLEL_FROM` models,
-        or where forking is not safe (another thread runs; not Linux), all is read here.
+        with more than one core, forked workers (:mod:`reconciler.forked`) read the folders in
+        chunks and send back what ``convert`` made of them (which must be :mod:`marshal`-able
+        data: tuples of str, int, None...), while this process takes the batches as they come, in
+        order. A chunk whose worker failed is read here. With fewer than :data:`_PARALLEL_FROM`
+        models, or where forking is not safe, all is read here.
         """
         folders = list(_depth_three(self.root))
         chunks = [folders[i : i + _CHUNK] for i in range(0, len(folders), _CHUNK)]
-        n = _fork_workers(len(folders))
-        workers = _Workers(chunks, convert, n) if n else None
+        workers = workers_for(len(chunks), min_chunks=_PARALLEL_FROM // _CHUNK)
+        results = map_chunks(chunks, partial(_read_chunk, convert), workers)
         try:
-            for i, chunk in enumerate(chunks):
-                done = workers.result(i) if workers is not None else None
+            for chunk, done in zip(chunks, results, strict=True):
                 if done is None:
                     yield self._convert(chunk, convert)
                     continue
@@ -134,8 +130,7 @@ class LibraryModels:
                     self._take(Skipped(path, reason))
                 yield batch
         finally:
-            if workers is not None:
-                workers.stop()
+            results.close()
 
     def _convert(self, chunk: list[tuple[str, str]], convert: Callable[[Entry], T]) -> list[T]:
         out = []
@@ -159,124 +154,19 @@ _CHUNK = 1000
 _PARALLEL_FROM = 4 * _CHUNK
 
 
-def _fork_workers(folders: int) -> int:
-    """How many worker processes to fork for ``folders`` model folders (0: none)."""
-    if folders < _PARALLEL_FROM or not sys.platform.startswith("linux"):
-        return 0
-    if threading.active_count() > 1:  # a lock another thread holds would stay locked in a child
-        return 0
-    cores = len(os.sched_getaffinity(0))
-    return 0 if cores < 2 else min(cores, folders // _CHUNK, _MAX_WORKERS)
-
-
-_MAX_WORKERS = 4
-
-
-class _Workers:
-    """Forked processes converting ``chunks`` of folders: worker ``w`` takes chunks ``w``,
-    ``w + n``, ``w + 2n``... and writes each result to its pipe as an 8-byte length and a
-    :mod:`marshal` dump of ``(converted, [(skipped path, reason), ...])``."""
-
-    def __init__(
-        self, chunks: list[list[tuple[str, str]]], convert: Callable[[Entry], T], n: int
-    ) -> None:
-        self.pipes: list[int | None] = []
-        self.pids: list[int] = []
-        reading: list[int] = []
-        for w in range(n):
-            read_end, write_end = os.pipe()
-            with suppress(OSError, AttributeError):  # Linux; a bigger pipe stalls workers less
-                fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 1 << 20)
-            try:
-                pid = os.fork()
-            except OSError:
-                os.close(read_end)
-                os.close(write_end)
-                break
-            if pid == 0:  # the worker: never returns
-                for fd in (read_end, *reading):
-                    os.close(fd)
-                _work(chunks[w::n], convert, write_end)
-            os.close(write_end)
-            reading.append(read_end)
-            self.pipes.append(read_end)
-            self.pids.append(pid)
-        self.n = n
-
-    def result(self, i: int) -> tuple[list[Any], list[tuple[str, str]]] | None:
-        """The result of chunk ``i``, or ``None`` if its worker did not deliver it."""
-        w = i % self.n
-        fd = self.pipes[w] if w < len(self.pipes) else None
-        if fd is None:
-            return None
-        head = _read_exactly(fd, 8)
-        data = _read_exactly(fd, int.from_bytes(head, "little")) if head is not None else None
-        if data is None:
-            log.debug("worker %d failed: reading its chunks here", self.pids[w])
-            os.close(fd)
-            self.pipes[w] = None
-            return None
-        result: tuple[list[Any], list[tuple[str, str]]] = marshal.loads(data)
-        return result
-
-    def stop(self) -> None:
-        for fd in self.pipes:
-            if fd is not None:
-                os.close(fd)  # a worker still writing gets EPIPE and ends
-        for pid in self.pids:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            with suppress(ChildProcessError):
-                os.waitpid(pid, 0)
-        self.pipes = []
-        self.pids = []
-
-
-def _work(
-    chunks: list[list[tuple[str, str]]], convert: Callable[[Entry], Any], fd: int
-) -> NoReturn:
-    """The body of a worker process: convert ``chunks``, write the results to ``fd``, exit."""
-    status = 1
-    try:
-        for signum in (signal.SIGTERM, signal.SIGINT):  # not the handlers of whoever called us
-            signal.signal(signum, signal.SIG_DFL)
-        gc.disable()
-        for chunk in chunks:
-            out = []
-            skipped = []
-            for model_id, folder in chunk:
-                found = _read_model(model_id, folder, found=True)
-                if isinstance(found, Skipped):
-                    skipped.append((found.path, found.reason))
-                elif found is not None:
-                    out.append(convert(found))
-            data = marshal.dumps((out, skipped))
-            _write_all(fd, len(data).to_bytes(8, "little"))
-            _write_all(fd, data)
-        status = 0
-    except BaseException:
-        pass  # the parent sees the pipe end early and reads the chunks left itself
-    finally:
-        os._exit(status)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _read_exactly(fd: int, size: int) -> bytearray | None:
-    """``size`` bytes from ``fd``; ``None`` if it ends first."""
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = os.readv(fd, [view[got:]])
-        if n == 0:
-            return None
-        got += n
-    return buf
+def _read_chunk(
+    convert: Callable[[Entry], Any], chunk: list[tuple[str, str]]
+) -> tuple[list[Any], list[tuple[str, str]]]:
+    """A worker's task: ``convert`` of each indexable folder, and the skipped ones with why."""
+    out = []
+    skipped = []
+    for model_id, folder in chunk:
+        found = _read_model(model_id, folder, found=True)
+        if isinstance(found, Skipped):
+            skipped.append((found.path, found.reason))
+        elif found is not None:
+            out.append(convert(found))
+    return out, skipped
 
 
 @contextmanager

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import stat as stat_mod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
 from reconciler.facts import FileStat, LibraryModel, PathFacts, PathKind, SourceFacts
 from reconciler.library import _depth_three as depth_three
-from reconciler.library import gc_paused
+from reconciler.library import _subdirs, gc_paused
 from reconciler.metadata import (
     METADATA_FILE,
     OVERRIDES_FILE,
@@ -92,44 +92,60 @@ def _library_model(
             if stat_mod.S_ISREG(st.st_mode):
                 present.append((path, FileStat.of(st)))
     extra: tuple[tuple[str, int], ...] = ()
+    subdirs: list[str] = []
     if entries is None:
         pass  # nothing to name: the folder cannot be listed
     elif not entries.keys() <= listed or any(_is(e.is_dir) for e in entries.values()):
         files: list[str] = []
-        _scan_entries(list(entries.values()), "", files)
+        _scan_entries(list(entries.values()), "", files, subdirs)
         extra = tuple((p, _size(os.path.join(folder, p))) for p in sorted(files) if p not in listed)
-    return LibraryModel(model_id, folder, meta, text, overrides, error, tuple(present), extra)
+    return LibraryModel(
+        model_id,
+        folder,
+        meta,
+        text,
+        overrides,
+        error,
+        tuple(present),
+        extra,
+        tuple(sorted(subdirs)),
+    )
 
 
-def _walk_files(folder: str) -> list[str]:
+def _walk_files(folder: str, subdirs: list[str] | None = None) -> list[str]:
     """Relative paths of the files under ``folder`` (symlinks are not followed).
 
     What ``os.walk`` names, without its overhead: every entry that is not a folder (a symlink
     counts as what it points to), skipping names that start with ``.``, in this folder and in its
-    real subfolders whose names do not start with ``.`` (only bundles have them).
+    real subfolders whose names do not start with ``.`` (only bundles have them); those
+    subfolders are added to ``subdirs`` when it is given.
     """
     found: list[str] = []
-    _scan(folder, "", found)
+    _scan(folder, "", found, subdirs)
     return found
 
 
-def _scan(folder: str, prefix: str, found: list[str]) -> None:
+def _scan(folder: str, prefix: str, found: list[str], subdirs: list[str] | None) -> None:
     try:
         with os.scandir(folder) as it:
             entries = list(it)
     except OSError:
         return
-    _scan_entries(entries, prefix, found)
+    _scan_entries(entries, prefix, found, subdirs)
 
 
-def _scan_entries(entries: list[os.DirEntry[str]], prefix: str, found: list[str]) -> None:
+def _scan_entries(
+    entries: list[os.DirEntry[str]], prefix: str, found: list[str], subdirs: list[str] | None
+) -> None:
     for e in entries:
         name = e.name
         if not _is(e.is_dir):
             if not name.startswith("."):
                 found.append(prefix + name)
         elif not name.startswith(".") and not _is(e.is_symlink):
-            _scan(e.path, f"{prefix}{name}/", found)
+            if subdirs is not None:
+                subdirs.append(prefix + name)
+            _scan(e.path, f"{prefix}{name}/", found, subdirs)
 
 
 def _is(test: Callable[[], bool]) -> bool:
@@ -250,7 +266,14 @@ def symlinks_under(folder: Path, depth: int = 3) -> list[str]:
     :func:`observe_path`s them anyway can filter on :attr:`PathFacts.points_to` instead of reading
     each link twice.
     """
+    return _app_tree(folder, depth)[0]
+
+
+def _app_tree(folder: Path, depth: int) -> tuple[list[str], list[str]]:
+    """The symlinks under ``folder`` (sorted) and the folders listed to find them (real folders
+    down to ``depth`` levels, ``folder`` itself first when it is one)."""
     found: list[str] = []
+    listed: list[str] = []
 
     def scan(path: str, level: int) -> None:
         try:
@@ -258,6 +281,7 @@ def symlinks_under(folder: Path, depth: int = 3) -> list[str]:
                 entries = list(it)
         except OSError:
             return
+        listed.append(path)
         for e in entries:
             if e.is_symlink():
                 found.append(e.path)
@@ -266,7 +290,7 @@ def symlinks_under(folder: Path, depth: int = 3) -> list[str]:
 
     if folder.is_dir():
         scan(str(folder), 1)
-    return sorted(found)
+    return sorted(found), listed
 
 
 def points_into(facts: PathFacts, library: Path) -> bool:
@@ -293,3 +317,89 @@ def staging_leftovers(root: Path) -> list[str]:
         return sorted(str(p) for p in staging.iterdir())
     except OSError:
         return []
+
+
+# --- probes: the paths whose stat fixes what was observed (see reconciler.stamps) --------------
+#
+# Each function below names, for facts observed above, the paths to ``lstat`` and to ``stat``
+# (through symlinks) whose stamps, unchanged, prove the same facts would be observed again. They
+# mirror the observers line by line; a test changes each kind of fact and checks the stamp sees it.
+
+
+def library_probes(root: Path, library: Mapping[str, LibraryModel]) -> tuple[set[str], set[str]]:
+    """For :func:`observe_library`: the folders walked below the root (whose own subfolder names
+    are probed as a listing: see :class:`~reconciler.stamps.Probes`), and per model its folder
+    and subfolders listed, metadata.json and overrides.json (read through symlinks), and each
+    file listed in metadata or found beside it."""
+    lstat: set[str] = set()
+    stat: set[str] = set()
+    for _, type_path in _subdirs(str(root)):
+        lstat.add(type_path)
+        for _, family_path in _subdirs(type_path):
+            lstat.add(family_path)
+            lstat.update(folder for _, folder in _subdirs(family_path))
+    for m in library.values():
+        folder = m.folder + os.sep
+        stat.add(folder + METADATA_FILE)
+        stat.add(folder + OVERRIDES_FILE)
+        if m.metadata is not None:
+            lstat.update(folder + f.path for f in m.metadata.files)
+        lstat.update(folder + path for path, _ in m.extra)
+        lstat.update(folder + path for path in m.subdirs)
+    return lstat, stat
+
+
+def library_targets(library: Mapping[str, LibraryModel]) -> set[str]:
+    """Paths in the library that are real files or folders, as observed: a link pointing at one
+    of them exists exactly as long as that path's stamp says so."""
+    out: set[str] = set()
+    for m in library.values():
+        folder = m.folder + os.sep
+        out.add(m.folder)
+        out.update(folder + path for path, _ in m.present)
+        out.update(folder + path for path in m.subdirs)
+    return out
+
+
+def link_probes(
+    app_dirs: Iterable[Path], facts: Mapping[str, PathFacts], targets: Collection[str]
+) -> tuple[set[str], set[str]]:
+    """For :func:`symlinks_under` of each app folder and :func:`observe_path` of each path in
+    ``facts``: the folders listed, the folder holding each path (through symlinks: it fixes which
+    entry the path names), and the entry itself when it is a file or folder (its link count can
+    change). A symlink's own target is fixed by its folder; whether the target exists, by the
+    target's stamp when it is one of ``targets`` (from :func:`library_targets`) reached without
+    passing through a symlinked folder, else by a ``stat`` through the link."""
+    lstat: set[str] = set()
+    stat: set[str] = set()
+    for folder in app_dirs:
+        stat.add(str(folder))
+        lstat.update(_app_tree(folder, 3)[1])
+    real: dict[str, bool] = {}
+    for path, f in facts.items():
+        parent = os.path.dirname(path)
+        stat.add(parent)
+        if f.kind is PathKind.SYMLINK:
+            if parent not in real:
+                real[parent] = os.path.realpath(parent) == parent
+            if not (real[parent] and f.points_to in targets):
+                stat.add(path)
+        elif f.kind is not PathKind.MISSING:
+            lstat.add(path)
+    return lstat, stat
+
+
+def source_probes(sources: Iterable[SourceFacts]) -> tuple[set[str], set[str]]:
+    """For :func:`observe_source`: the source itself (and the link, when it is one), and for a
+    folder, the folders walked and each file (through symlinks, as they are read)."""
+    lstat: set[str] = set()
+    stat: set[str] = set()
+    for s in sources:
+        lstat.add(s.path)
+        stat.add(s.path)
+        if s.is_dir:
+            subdirs: list[str] = []
+            base = s.path + os.sep
+            stat.update(base + rel for rel in _walk_files(s.path, subdirs))
+            lstat.update(base + rel for rel in subdirs)
+    return lstat, stat

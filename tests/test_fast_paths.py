@@ -572,7 +572,8 @@ TEMPLATED = """{
 )
 def test_links_for_answers_as_it_did_before_it_remembered(calls: list[dict[str, Any]]) -> None:
     from reconciler.errors import TranslationError
-    from reconciler.translations import links_for, read_translation
+    from reconciler.translation_files import read_translation
+    from reconciler.translations import links_for
 
     t = read_translation(TEMPLATED, "templated.json")
 
@@ -635,10 +636,21 @@ def _library_reference(root: Path) -> dict[str, Any]:
         extra = tuple(
             (p, size(os.path.join(folder, p))) for p in _walk_reference(folder) if p not in listed
         )
+        subdirs = tuple(sorted(_subdirs_reference(folder)))
         out[model_id] = LibraryModel(
-            model_id, folder, meta, text, overrides, error, tuple(present), extra
+            model_id, folder, meta, text, overrides, error, tuple(present), extra, subdirs
         )
     return out
+
+
+def _subdirs_reference(folder: str) -> list[str]:
+    """The real subfolders under ``folder`` that os.walk enters (not dot-folders, not links)."""
+    found = []
+    for dirpath, dirnames, _ in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        found += [os.path.relpath(os.path.join(dirpath, d), folder) for d in dirnames]
+    return found
 
 
 def _model(root: Path, model_id: str, files: dict[str, bytes], listed: list[str]) -> Path:
