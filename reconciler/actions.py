@@ -16,6 +16,7 @@ class ActionKind(StrEnum):
 
     CLEAR_STAGING = "clear_staging"  # remove a partial import left in .mlib/staging (ours)
     MKDIR = "mkdir"  # create an app's models folder that does not exist yet
+    DOWNLOAD = "download"  # fetch a remote model's files, verify them, and build its folder
     IMPORT = "import"  # bring a source into a complete model folder (staging, then rename)
     RENAME = "rename"  # move a model folder to its new id (no re-import)
     WRITE_METADATA = "write_metadata"
@@ -36,6 +37,7 @@ ORDER: dict[ActionKind, int] = {kind: rank for rank, kind in enumerate(ActionKin
 SYMBOL: dict[ActionKind, str] = {
     ActionKind.CLEAR_STAGING: "-",
     ActionKind.MKDIR: "+",
+    ActionKind.DOWNLOAD: "+",
     ActionKind.IMPORT: "+",
     ActionKind.RENAME: "~",
     ActionKind.WRITE_METADATA: "~",
@@ -52,11 +54,14 @@ SYMBOL: dict[ActionKind, str] = {
 
 @dataclass(frozen=True)
 class ImportFile:
-    """One file of an import: where it comes from and its path inside the model folder."""
+    """One file of an import or a download: where it comes from (a path or a URL), its path
+    inside the model folder, its size (-1: unknown until fetched) and, when known beforehand, the
+    sha256 it must have."""
 
     source: str
     dest: str
     size: int
+    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -158,3 +163,17 @@ class Plan:
     @property
     def import_bytes(self) -> int:
         return sum(a.size for a in self.actions if a.kind is ActionKind.IMPORT)
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(a.size for a in self.actions if a.kind is ActionKind.DOWNLOAD)
+
+
+def human_bytes(n: int) -> str:
+    """A size as people read it, in powers of 1000: ``14.1 KB``, ``4.3 GB``."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")

@@ -12,19 +12,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler import cache, observe, planner, stamps
-from reconciler.actions import Plan
+from reconciler import cache, lockfile, observe, planner, resolve, stamps
+from reconciler.actions import ActionKind, Plan
 from reconciler.errors import (
     InvalidInputError,
+    LockFileError,
     Problem,
     ReconcilerError,
     StalePlanError,
@@ -184,13 +188,36 @@ def init(path: Path, force: bool = False) -> None:
 
 
 @dataclass(frozen=True)
+class PlanOptions:
+    """How a plan is asked for, beyond the manifest."""
+
+    prune: bool = False
+    #: Resolve remote sources from mlib.lock only (``--offline``, or ``HF_HUB_OFFLINE`` set).
+    offline: bool = False
+    #: Resolve remote sources from mlib.lock only, and only from a current entry (``--locked``).
+    locked: bool = False
+
+    def effective(self) -> PlanOptions:
+        return replace(self, offline=self.offline or resolve.offline_from_environment())
+
+    def asked(self) -> str:
+        """What a kept plan depends on besides the manifest and the disk."""
+        endpoint = os.environ.get("HF_ENDPOINT", "")
+        return f"offline={self.offline}|locked={self.locked}|endpoint={endpoint}"
+
+
+@dataclass(frozen=True)
 class PlanResult:
     manifest_path: Path
     plan: Plan
-    prune: bool = False
-    #: Everything the plan was computed from (manifest, translations, observed facts, prune);
+    options: PlanOptions = PlanOptions()
+    #: Everything the plan was computed from (manifest, translations, observed facts, options);
     #: None for a plan replayed from the cache (its inputs were proved unchanged, not kept).
     seen: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def prune(self) -> bool:
+        return self.options.prune
 
     @property
     def replayed(self) -> bool:
@@ -211,7 +238,7 @@ class PlanResult:
         observe everything again for it."""
         seen = self.seen
         if seen is None:
-            seen = _make_plan(self.manifest_path, self.prune, replay=False).seen
+            seen = _make_plan(self.manifest_path, self.options, replay=False).seen
         return hashlib.sha256(repr(seen).encode("utf-8")).hexdigest()
 
 
@@ -244,19 +271,22 @@ def observe_links(
     return {p: f for p, f in facts.items() if p in paths}, found
 
 
-def make_plan(manifest_path: Path, *, prune: bool = False) -> PlanResult:
-    """Load, observe, and plan. Changes nothing on disk but mlib's caches: the plan is replayed
-    from :mod:`reconciler.cache` when nothing it was made from changed."""
+def make_plan(
+    manifest_path: Path, *, prune: bool = False, offline: bool = False, locked: bool = False
+) -> PlanResult:
+    """Load, observe, resolve remote sources, and plan. Changes nothing on disk but mlib's caches:
+    the plan is replayed from :mod:`reconciler.cache` when nothing it was made from changed."""
+    options = PlanOptions(prune, offline, locked).effective()
     with gc_paused():  # everything built here lasts until the plan is made: nothing to collect
-        return _make_plan(manifest_path, prune, replay=True)
+        return _make_plan(manifest_path, options, replay=True)
 
 
-def _make_plan(manifest_path: Path, prune: bool, *, replay: bool) -> PlanResult:
+def _make_plan(manifest_path: Path, options: PlanOptions, *, replay: bool) -> PlanResult:
     found = cache.ManifestInput.read(manifest_path)
     if replay:
-        memo = cache.remembered_plan(found, prune)
+        memo = cache.remembered_plan(found, options.prune, options.asked())
         if memo is not None and stamps.unchanged(memo.probes, memo.stamp):
-            return PlanResult(manifest_path, memo.replayed(), prune)
+            return PlanResult(manifest_path, memo.replayed(), options)
     began = time.time_ns()
     manifest = cache.remembered_manifest(found)
     translations = select_translations(manifest)
@@ -268,7 +298,11 @@ def _make_plan(manifest_path: Path, prune: bool, *, replay: bool) -> PlanResult:
         if isinstance(spec.source, LocalSource)
         and (spec.id not in library or spec.source.mode is ImportMode.MOVE)
     }
-    desired = planner.desire(manifest, translations, library, sources)
+    locks = lockfile.read_lock(lockfile.lock_path(manifest))
+    resolved = resolve.resolve_remotes(
+        manifest, library, locks, offline=options.offline, locked=options.locked
+    )
+    desired = planner.desire(manifest, translations, library, sources, resolved.remotes)
     index_texts: dict[str, str] = {}
     registry: list[LinkRecord] = []
     if (root / DB_NAME).exists():
@@ -285,10 +319,12 @@ def _make_plan(manifest_path: Path, prune: bool, *, replay: bool) -> PlanResult:
         app_dirs={app.name: app.models_dir.is_dir() for app in manifest.apps},
         found_links=tuple(found_links),
         staging=tuple(observe.staging_leftovers(root)),
+        remotes=resolved.remotes,
     )
-    result = planner.plan(manifest, desired, observed, translations, prune=prune)
-    _remember(found, manifest, observed, result, prune, began)
-    return PlanResult(manifest_path, result, prune, (manifest, translations, observed, prune))
+    result = planner.plan(manifest, desired, observed, translations, prune=options.prune)
+    if not resolved.networked:  # what a server said may change without any stamp changing
+        _remember(found, manifest, observed, result, options, began)
+    return PlanResult(manifest_path, result, options, (manifest, translations, observed, options))
 
 
 def _remember(
@@ -296,7 +332,7 @@ def _remember(
     manifest: Manifest,
     observed: planner.Observed,
     plan: Plan,
-    prune: bool,
+    options: PlanOptions,
     began: int,
 ) -> None:
     """Keep ``plan`` with the probes of everything it was made from, if they all had settled by
@@ -315,6 +351,7 @@ def _remember(
         lstat |= extra_lstat
         stat |= extra_stat
     stat |= {str(root / DB_NAME), str(root / (DB_NAME + "-wal")), str(root / observe.STAGING)}
+    stat.add(str(lockfile.lock_path(manifest)))
     for folder in manifest.translations:
         stat.add(str(folder))
         stat.update(str(p) for p in folder.glob("*.json"))
@@ -323,7 +360,8 @@ def _remember(
     if stamp.newest_ns >= began - stamps.SETTLED_NS:
         log.debug("plan not kept: something changed less than %d ns before it", stamps.SETTLED_NS)
         return
-    cache.remember_plan(found, root, prune, cache.Memo.of(plan, probes, stamp))
+    memo = cache.Memo.of(plan, probes, stamp)
+    cache.remember_plan(found, root, options.prune, memo, options.asked())
 
 
 @dataclass(frozen=True)
@@ -359,25 +397,141 @@ def apply(
     *,
     saved: Path | None = None,
     prune: bool = False,
+    offline: bool = False,
+    locked: bool = False,
+    jobs: int = 1,
     lock_timeout: float = 10.0,
     progress: Progress | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
 ) -> ApplyResult:
-    """Plan again under the library lock and execute; a saved plan must still be exact."""
+    """Plan again under the library lock and execute; a saved plan must still be exact. With
+    ``locked``, mlib.lock must be current for every remote model, and only it is used. The lock
+    gets an entry for each model downloaded."""
     saved_data = read_saved_plan(saved) if saved is not None else None
     if saved_data is not None:
         prune = bool(saved_data.get("prune", False))
         manifest_path = Path(saved_data.get("manifest") or manifest_path)
-    root = cache.remembered_manifest(cache.ManifestInput.read(manifest_path)).library
+    manifest = cache.remembered_manifest(cache.ManifestInput.read(manifest_path))
+    if locked:
+        problems = resolve.lock_problems(manifest, lockfile.read_lock(lockfile.lock_path(manifest)))
+        if problems:
+            raise LockFileError(
+                f"{lockfile.lock_path(manifest)} is out of date with the manifest, so --locked "
+                "refuses to apply (run 'mlib lock', review and commit it):\n  "
+                + "\n  ".join(problems)
+            )
+    root = manifest.library
     root.mkdir(parents=True, exist_ok=True)
     with library_lock(root, lock_timeout):
-        result = make_plan(manifest_path, prune=prune)
+        result = make_plan(manifest_path, prune=prune, offline=offline, locked=locked)
         if saved_data is not None:
             _check_not_stale(saved_data, result, saved or Path())
+        space = space_needed(result)
+        if space is not None and space.short:
+            raise ReconcilerError(
+                f"not enough space in {space.where}: the plan writes {space.needed} bytes and "
+                f"{space.free} are free (free some space, or move the library)"
+            )
+        if on_plan is not None:
+            on_plan(result.plan)
         with open_index(root) as index:
             from reconciler.executor import Executor
 
-            report = Executor(root, index, utc_now, progress).run(result.plan)
+            report = Executor(root, index, utc_now, progress, jobs=jobs).run(result.plan)
+        _lock_downloads(manifest, report)
     return ApplyResult(result.plan, report)
+
+
+def _lock_downloads(manifest: Manifest, report: Report) -> None:
+    """Record in mlib.lock what each completed download resolved to, with its files' hashes."""
+    from reconciler.executor import Outcome
+
+    done = [
+        s.action
+        for s in report.steps
+        if s.action.kind is ActionKind.DOWNLOAD and s.outcome is Outcome.DONE
+    ]
+    if not done:
+        return
+    path = lockfile.lock_path(manifest)
+    entries = lockfile.read_lock(path)
+    specs = {spec.id: spec for spec in manifest.models}
+    for action in done:
+        entry = lockfile.entry_of_download(specs[action.model], action)
+        if entry is not None:
+            entries[action.model] = entry
+    atomic_write(path, lockfile.lock_text(entries).encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class Space:
+    """Bytes a plan writes into the library (downloads and copies), and what its filesystem has."""
+
+    needed: int
+    free: int
+    where: Path
+
+    @property
+    def short(self) -> bool:
+        return self.needed > self.free
+
+
+def space_needed(result: PlanResult) -> Space | None:
+    """The space ``result`` needs (None when it writes no model files). Measured now, never
+    kept with a replayed plan: free space changes all the time."""
+    plan = result.plan
+    copies = sum(a.size for a in plan.actions if a.kind is ActionKind.IMPORT and a.mode == "copy")
+    needed = plan.download_bytes + copies
+    if not needed:
+        return None
+    where = result.manifest.library
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    return Space(needed, shutil.disk_usage(where).free, where)
+
+
+@dataclass(frozen=True)
+class LockReport:
+    path: Path
+    locked: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...]  # (model id, why)
+
+
+def lock(manifest_path: Path) -> LockReport:
+    """Resolve every remote source of the manifest afresh (the network) and write mlib.lock.
+
+    A model that cannot be resolved keeps its old entry, if any, and is reported. Hashes already
+    known (the library's metadata of the same origin, or the old entry) are kept.
+    """
+    manifest = cache.remembered_manifest(cache.ManifestInput.read(manifest_path))
+    path = lockfile.lock_path(manifest)
+    old = lockfile.read_lock(path)
+    library = observe.observe_library(manifest.library)
+    resolved = resolve.resolve_remotes(manifest, library, old, fresh=True)
+    entries: dict[str, lockfile.LockEntry] = {}
+    failed: list[tuple[str, str]] = []
+    for spec in manifest.models:
+        facts = resolved.remotes.get(spec.id)
+        if facts is None:
+            continue
+        if facts.error is not None:
+            failed.append((spec.id, f"{facts.error} ({facts.fix})" if facts.fix else facts.error))
+            if spec.id in old:
+                entries[spec.id] = old[spec.id]
+            continue
+        lib = library.get(spec.id)
+        known = lib.metadata if lib is not None else None
+        entries[spec.id] = lockfile.entry_of(spec, facts, known, old.get(spec.id))
+    atomic_write(path, lockfile.lock_text(entries).encode("utf-8"))
+    return LockReport(
+        path, tuple(sorted(e for e in entries if e not in dict(failed))), tuple(failed)
+    )
+
+
+def lock_check(manifest_path: Path) -> list[str]:
+    """Why mlib.lock is out of date with the manifest (empty: it is current). No network."""
+    manifest = cache.remembered_manifest(cache.ManifestInput.read(manifest_path))
+    return resolve.lock_problems(manifest, lockfile.read_lock(lockfile.lock_path(manifest)))
 
 
 def _check_not_stale(saved: dict[str, Any], now: PlanResult, path: Path) -> None:

@@ -193,16 +193,20 @@ class _DeferredNoOps(Sequence[NoOp]):
         return repr(self._items)
 
 
-def remembered_plan(found: ManifestInput, prune: bool) -> Memo | None:
-    """The plan kept for this manifest and ``prune``, if any (its stamp still to be checked)."""
-    memo = _read(_plan_file(found.folder, found.path, prune), _PLAN_FORMAT, _plan_key(found))
+def remembered_plan(found: ManifestInput, prune: bool, asked: str = "") -> Memo | None:
+    """The plan kept for this manifest, ``prune`` and ``asked`` (anything else the plan depends
+    on: options, environment), if any (its stamp still to be checked)."""
+    path = _plan_file(found.folder, found.path, prune)
+    memo = _read(path, _PLAN_FORMAT, _plan_key(found, asked))
     return memo if isinstance(memo, Memo) else None
 
 
-def remember_plan(found: ManifestInput, library: Path, prune: bool, memo: Memo) -> None:
+def remember_plan(
+    found: ManifestInput, library: Path, prune: bool, memo: Memo, asked: str = ""
+) -> None:
     """Keep ``memo`` for the next plan of the same manifest (only in an existing library)."""
     path = _plan_file(cache_folder(library), found.path, prune)
-    _write(path, _PLAN_FORMAT, _plan_key(found), memo)
+    _write(path, _PLAN_FORMAT, _plan_key(found, asked), memo)
 
 
 def cache_folder(library: Path) -> Path:
@@ -228,10 +232,11 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def _plan_key(found: ManifestInput) -> str:
-    """The manifest's key, and who asks: another user may see other files (permissions)."""
+def _plan_key(found: ManifestInput, asked: str) -> str:
+    """The manifest's key, how the plan was asked for, and who asks: another user may see other
+    files (permissions)."""
     uid = os.getuid() if hasattr(os, "getuid") else -1
-    return hashlib.sha256(f"{found.key}|{uid}".encode()).hexdigest()
+    return hashlib.sha256(f"{found.key}|{asked}|{uid}".encode()).hexdigest()
 
 
 def _library_guess(manifest_path: Path, home: Path, text: str) -> Path:

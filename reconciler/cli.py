@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import wraps
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from reconciler.model import Manifest
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+OFFLINE_HELP = "Resolve remote sources from mlib.lock only (also: HF_HUB_OFFLINE=1)."
 
 
 @dataclass
@@ -291,25 +294,39 @@ def _print_checks(checks: Iterable[Any]) -> None:
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--prune", is_flag=True, help="Also move models that left the manifest to the trash.")
+@click.option("--offline", is_flag=True, help=OFFLINE_HELP)
 @click.option(
     "--detailed-exitcode", is_flag=True, help="Exit 0 when nothing to do, 2 when there are changes."
 )
 @click.pass_context
 @_handle_errors
 def plan(
-    ctx: click.Context, out: Path | None, as_json: bool, prune: bool, detailed_exitcode: bool
+    ctx: click.Context,
+    out: Path | None,
+    as_json: bool,
+    prune: bool,
+    offline: bool,
+    detailed_exitcode: bool,
 ) -> None:
-    """Show what apply would do: imports, renames, links, unlinks, removals."""
+    """Show what apply would do: downloads, imports, renames, links, unlinks, removals."""
     from reconciler import api
     from reconciler.render import plan_lines, plan_to_json
 
     obj: Context = ctx.obj
-    result = api.make_plan(obj.manifest_path, prune=prune)
+    result = api.make_plan(obj.manifest_path, prune=prune, offline=offline)
+    space = api.space_needed(result)
     if as_json:
         click.echo(json.dumps(plan_to_json(result.plan), indent=2))
     else:
-        for line in plan_lines(result.plan, verbose=_verbosity(ctx) > 0):
+        lines = plan_lines(result.plan, verbose=_verbosity(ctx) > 0)
+        for line in lines[:-1]:
             click.echo(line)
+        if space is not None and not space.short:
+            click.echo(_space_text(space))
+        click.echo(lines[-1])  # the summary, last
+    if space is not None and space.short:
+        click.echo(f"mlib: not enough space: {_space_text(space)}", err=True)
+        sys.exit(1)
     if out is not None:
         api.save_plan(result, out, prune=prune)
         click.echo(f"saved to {out}; apply it with 'mlib apply {out}'", err=as_json)
@@ -321,7 +338,11 @@ def plan(
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-y", "--yes", is_flag=True, help="Do not ask.")
 @click.option("--prune", is_flag=True, help="Also move models that left the manifest to the trash.")
-@click.option("--locked", is_flag=True, help="Install exactly the lock file (remote sources).")
+@click.option(
+    "--locked", is_flag=True, help="Install exactly mlib.lock; fail if it is out of date."
+)
+@click.option("--offline", is_flag=True, help=OFFLINE_HELP)
+@click.option("-j", "--jobs", default=1, show_default=True, help="Downloads at the same time.")
 @click.option(
     "--lock-timeout", default=10.0, show_default=True, help="Seconds to wait for another apply."
 )
@@ -333,6 +354,8 @@ def apply(
     yes: bool,
     prune: bool,
     locked: bool,
+    offline: bool,
+    jobs: int,
     lock_timeout: float,
 ) -> None:
     """Apply the plan (a saved PLANFILE exactly, or refused as stale)."""
@@ -340,13 +363,11 @@ def apply(
     from reconciler.render import plan_lines
 
     obj: Context = ctx.obj
-    if locked:
-        click.echo("mlib: --locked has nothing to do for local sources yet; ignored", err=True)
     if not yes:
         if not sys.stdin.isatty():
             click.echo("mlib: not a terminal: pass -y to apply without asking", err=True)
             sys.exit(1)
-        preview = api.make_plan(obj.manifest_path, prune=prune)
+        preview = api.make_plan(obj.manifest_path, prune=prune, offline=offline, locked=locked)
         for line in plan_lines(preview.plan):
             click.echo(line)
         if not preview.plan.actions:
@@ -354,7 +375,21 @@ def apply(
         if not click.confirm("Apply these changes?"):
             click.echo("Nothing changed.")
             sys.exit(1)
-    result = api.apply(obj.manifest_path, saved=planfile, prune=prune, lock_timeout=lock_timeout)
+    bars = _Bars(enabled=sys.stderr.isatty() and not ctx.find_root().params.get("quiet"))
+    try:
+        result = api.apply(
+            obj.manifest_path,
+            saved=planfile,
+            prune=prune,
+            offline=offline,
+            locked=locked,
+            jobs=jobs,
+            lock_timeout=lock_timeout,
+            progress=bars if bars.enabled else None,
+            on_plan=bars.begin,
+        )
+    finally:
+        bars.close()
     for step in result.report.steps:
         a = step.action
         mark = {"done": "ok", "failed": "FAILED", "skipped": "skipped"}[step.outcome.value]
@@ -371,16 +406,99 @@ def apply(
         sys.exit(1)
 
 
+class _Bars:
+    """Progress of imports and downloads on a terminal: one bar per model being written (bytes,
+    rate, time left) and one for everything; nothing when stderr is not a terminal or with -q.
+    Called from the download threads too, hence the lock."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._lock = threading.Lock()
+        self._bars: dict[str, Any] = {}
+        self._overall: Any = None
+
+    def begin(self, plan: Any) -> None:
+        from reconciler.actions import ActionKind
+
+        writes = [a for a in plan.actions if a.kind in (ActionKind.IMPORT, ActionKind.DOWNLOAD)]
+        if not self.enabled or not writes:
+            return
+        from tqdm import tqdm
+
+        total = sum(a.size for a in writes)
+        self._overall = tqdm(total=total, unit="B", unit_scale=True, desc="all", leave=False)
+
+    def __call__(self, action: Any, n: int) -> None:
+        with self._lock:
+            bar = self._bars.get(action.model)
+            if bar is None:
+                from tqdm import tqdm
+
+                name = action.model.rsplit("/", 1)[-1][:24]
+                bar = self._bars[action.model] = tqdm(
+                    total=action.size or None, unit="B", unit_scale=True, desc=name, leave=False
+                )
+            bar.update(n)
+            if self._overall is not None:
+                self._overall.update(n)
+
+    def close(self) -> None:
+        for bar in [*self._bars.values(), self._overall]:
+            if bar is not None:
+                bar.close()
+        self._bars = {}
+        self._overall = None
+
+
+def _space_text(space: Any) -> str:
+    from reconciler.render import human_bytes
+
+    needed, free = human_bytes(space.needed), human_bytes(space.free)
+    if space.short:
+        return f"{needed} to write in {space.where}, only {free} free (free some space first)"
+    return f"Space: {needed} to write in {space.where}, {free} free."
+
+
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print drift as JSON.")
+@click.option(
+    "--check", is_flag=True, help="Only say whether mlib.lock is current (exit 1 if not)."
+)
 @click.pass_obj
 @_handle_errors
-def status(obj: Context, as_json: bool) -> None:
+def lock(obj: Context, check: bool) -> None:
+    """Resolve every remote source (Hub commit, files, sizes, sha256) into mlib.lock."""
+    from reconciler import api
+
+    if check:
+        problems = api.lock_check(obj.manifest_path)
+        for line in problems:
+            click.echo(f"  {line}")
+        if problems:
+            click.echo("mlib.lock is out of date: run 'mlib lock'.")
+            sys.exit(1)
+        click.echo("mlib.lock is current.")
+        return
+    report = api.lock(obj.manifest_path)
+    for model, why in report.failed:
+        click.echo(f"  FAILED  {model}: {why}")
+    click.echo(
+        f"Locked {len(report.locked)} model(s) in {report.path}; {len(report.failed)} failed."
+    )
+    if report.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print drift as JSON.")
+@click.option("--offline", is_flag=True, help=OFFLINE_HELP)
+@click.pass_obj
+@_handle_errors
+def status(obj: Context, as_json: bool, offline: bool) -> None:
     """Drift between the manifest, the library, the index and the app folders (exit 2 if any)."""
     from reconciler import api
     from reconciler.render import show
 
-    result = api.make_plan(obj.manifest_path)
+    result = api.make_plan(obj.manifest_path, offline=offline)
     drift = result.plan.drift
     conflicts = result.plan.conflicts
     if as_json:

@@ -75,3 +75,21 @@ class FileChangedError(ReconcilerError):
 
 class LinkLoopError(ReconcilerError):
     """A folder link would sit inside the folder it points to (apps following links would loop)."""
+
+
+class SourceError(ReconcilerError):
+    """A remote source cannot be resolved or fetched: what went wrong, and how to fix it.
+
+    ``str()`` is one line naming the source; ``fix`` is said separately so a plan can show it as a
+    conflict's fix. ``retry`` marks failures worth another attempt (connection lost, 5xx, 429).
+    """
+
+    def __init__(self, message: str, fix: str = "", *, retry: bool = False) -> None:
+        super().__init__(message if not fix else f"{message} ({fix})")
+        self.message = message
+        self.fix = fix
+        self.retry = retry
+
+
+class LockFileError(ReconcilerError):
+    """mlib.lock is missing, out of date with the manifest, or malformed, when it must be used."""

@@ -13,6 +13,7 @@ Safety rules kept here:
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -21,17 +22,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import fsops
-from reconciler.actions import Action, Plan
+from reconciler.actions import Action, ActionKind, ImportFile, Plan
 from reconciler.errors import ReconcilerError
 from reconciler.facts import LinkRecord
 from reconciler.hashing import FileHashes, copy_and_hash, hash_file
 from reconciler.index import Index
 from reconciler.library import Skipped, read_entry
-from reconciler.metadata import METADATA_FILE, OVERRIDES_FILE, dumps
-from reconciler.planner import STAGING, TRASH
+from reconciler.metadata import (
+    METADATA_FILE,
+    OVERRIDES_FILE,
+    dumps,
+    metadata_from_dict,
+    metadata_to_dict,
+)
+from reconciler.planner import PARTIAL, STAGING, TRASH
+
+if TYPE_CHECKING:
+    import httpx2
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +76,33 @@ class Report:
 
 
 class Executor:
-    def __init__(self, root: Path, index: Index, clock: Clock, progress: Progress | None = None):
+    def __init__(
+        self,
+        root: Path,
+        index: Index,
+        clock: Clock,
+        progress: Progress | None = None,
+        *,
+        jobs: int = 1,
+    ):
         self.root = root
         self.index = index
         self.clock = clock
         self.progress = progress
+        self.jobs = max(1, jobs)
+        self._http: httpx2.Client | None = None
 
     def run(self, plan: Plan) -> Report:
+        try:
+            if self.jobs > 1:
+                self._prefetch([a for a in plan.actions if a.kind is ActionKind.DOWNLOAD])
+            return self._run(plan)
+        finally:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+
+    def _run(self, plan: Plan) -> Report:
         steps: list[Step] = []
         failed_models: set[str] = set()
         for action in plan.actions:
@@ -114,6 +144,90 @@ class Executor:
         return "created"
 
     def _import(self, a: Action) -> str:
+        detail = self._assemble(a, lambda f, dest: self._bring(Path(f.source), dest, a))
+        if a.mode == "move":
+            for f in a.files:
+                os.unlink(f.source)  # only now: the library holds a verified copy
+        return detail
+
+    def _prefetch(self, downloads: list[Action]) -> None:
+        """Fetch the files of all downloads, ``jobs`` at a time, into ``.mlib/staging/partial/``
+        before the actions run in order (each then finds its files there). A file that fails
+        here is tried again, and its error reported, by its own action."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        seen: set[str] = set()
+        work = []
+        for a in downloads:
+            for f in a.files:
+                if _fetch_key(f) not in seen:  # one file, one writer
+                    seen.add(_fetch_key(f))
+                    work.append((a, f))
+        if len(work) < 2:
+            return
+        self._client()  # one client, made before the threads share it
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="mlib-fetch") as pool:
+            for a, f in work:
+                pool.submit(self._prefetch_one, a, f)
+
+    def _prefetch_one(self, a: Action, f: ImportFile) -> None:
+        try:
+            self._fetch(a, f)
+        except (OSError, ReconcilerError) as exc:
+            log.info("%s/%s: %s (its action tries again)", a.model, f.dest, _describe(exc))
+
+    def _fetch(self, a: Action, f: ImportFile) -> tuple[Path, FileHashes]:
+        """The verified file of ``f`` in ``.mlib/staging/partial/`` and its hashes: fetched by an
+        earlier (or interrupted) attempt, or now."""
+        from reconciler.sources import http
+
+        key = _fetch_key(f)
+        done = self.root / PARTIAL / key
+        hashes = _fetched(done, f)
+        if hashes is None:
+            headers = _source_headers(json.loads(a.data)["metadata"]["source"])
+            job = http.Fetch(
+                f.source, done.with_name(key + ".part"), done, f.size, f.sha256 or None,
+                headers, what=f"{a.model}/{f.dest}",
+            )  # fmt: skip
+            progress = None if self.progress is None else (lambda n: self.progress(a, n))  # type: ignore[misc]
+            hashes = http.download(job, self._client(), progress=progress)
+            _remember_fetched(done, hashes)
+        return done, hashes
+
+    def _client(self) -> httpx2.Client:
+        if self._http is None:
+            from reconciler.sources import http
+
+            self._http = http.client()
+        return self._http
+
+    def _download(self, a: Action) -> str:
+        """Fetch each file (resumable: see :mod:`reconciler.sources.http`), verified, into
+        ``.mlib/staging/partial/``, then build the model folder as an import does. A file
+        fetched in full before a crash is kept there, with its hashes, and not fetched again."""
+        self._client()  # made here, in this thread, before any other could race to make it
+
+        def fetch(f: ImportFile, dest: Path) -> FileHashes:
+            done, hashes = self._fetch(a, f)
+            try:
+                os.link(done, dest)  # the model folder gets the file; partial/ lets go of it below
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                    raise
+                os.replace(done, dest)  # no hard links here: a crash now costs a new download
+            return hashes
+
+        detail = self._assemble(a, fetch)
+        for f in a.files:
+            key = _fetch_key(f)
+            for name in (key, key + ".json"):
+                (self.root / PARTIAL / name).unlink(missing_ok=True)
+        return detail
+
+    def _assemble(self, a: Action, bring: Callable[[ImportFile, Path], FileHashes]) -> str:
+        """Build the model folder ``a.path`` in staging (each file brought by ``bring``, hashed,
+        then metadata.json and overrides.json) and rename it into place: complete or absent."""
         data = json.loads(a.data)
         final = Path(a.path)
         if final.exists():
@@ -127,7 +241,7 @@ class Executor:
         for f in a.files:
             dest = staging / f.dest
             dest.parent.mkdir(parents=True, exist_ok=True)
-            hashes = self._bring(Path(f.source), dest, a)
+            hashes = bring(f, dest)
             files.append(
                 {
                     "path": f.dest,
@@ -149,17 +263,15 @@ class Executor:
             added_at=now,
             updated_at=now,
         )
-        ordered = {k: meta[k] for k in _METADATA_ORDER}
-        fsops.atomic_write(staging / METADATA_FILE, dumps(ordered))
+        fsops.atomic_write(
+            staging / METADATA_FILE, dumps(metadata_to_dict(metadata_from_dict(meta)))
+        )
         fsops.atomic_write(staging / OVERRIDES_FILE, dumps(data["overrides"]))
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(staging, final)  # the model appears complete, or not at all
         fsops.fsync_dir(final.parent)
         for rel, hashes in stats:
             self.index.cache_hashes(final / rel, hashes.sha256, hashes.blake3)
-        if a.mode == "move":
-            for f in a.files:
-                os.unlink(f.source)  # only now: the library holds a verified copy
         return f"{len(files)} file(s), {sum(f['size'] for f in files)} bytes"
 
     def _bring(self, source: Path, dest: Path, a: Action) -> FileHashes:
@@ -256,10 +368,42 @@ class Executor:
         return "" if rel == "." else rel.replace(os.sep, "/")
 
 
-_METADATA_ORDER = (
-    "schema_version", "id", "official_name", "cleaned_name", "model_type", "family", "kind",
-    "tags", "source", "files", "hashes", "size_bytes", "added_at", "updated_at",
-)  # fmt: skip
+def _source_headers(source: dict[str, Any]) -> dict[str, str]:
+    """Request headers for a download of ``source`` (the Hub's, with its token; or a URL host's
+    token from the environment). Never logged or written."""
+    if "hf" in source:
+        from reconciler.sources import hf
+
+        return hf.headers()
+    from reconciler.sources import url
+
+    return url.headers(source["url"])
+
+
+def _fetch_key(f: ImportFile) -> str:
+    """The name of ``f``'s file in ``.mlib/staging/partial/``: its sha256 when known (the same
+    bytes are the same file, whatever the URL), else a digest of its URL."""
+    return f.sha256 or hashlib.sha256(f.source.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _fetched(done: Path, f: ImportFile) -> FileHashes | None:
+    """The hashes of a file fetched and verified by an earlier, interrupted apply, if it is
+    still there whole (its size and recorded hashes agree with what the plan expects)."""
+    try:
+        data = json.loads(done.with_name(done.name + ".json").read_text(encoding="utf-8"))
+        hashes = FileHashes(int(data["size"]), str(data["sha256"]), str(data["blake3"]))
+        if done.stat().st_size != hashes.size:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (f.size >= 0 and hashes.size != f.size) or (f.sha256 and hashes.sha256 != f.sha256):
+        return None
+    return hashes
+
+
+def _remember_fetched(done: Path, hashes: FileHashes) -> None:
+    data = {"size": hashes.size, "sha256": hashes.sha256, "blake3": hashes.blake3}
+    fsops.atomic_write(done.with_name(done.name + ".json"), json.dumps(data).encode())
 
 
 def _describe(exc: BaseException) -> str:

@@ -87,3 +87,35 @@ class LinkRecord:
     model_id: str
     file: str  # relative path in the model folder; "" for a folder link
     mode: str  # symlink | hardlink | copy: what was really made
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a remote source, as resolved: where to fetch it and what it must be."""
+
+    path: str  # relative path in the model folder (cleaned for a single file)
+    url: str
+    size: int  # -1 when the server did not say
+    sha256: str | None = None  # from the Hub's LFS metadata, the manifest's pin or the lock
+
+
+@dataclass(frozen=True)
+class RemoteFacts:
+    """A remote source resolved (from the network or from the lock), or why it could not be.
+
+    ``origin`` is what was resolved: ``hf:<repo>@<commit sha>`` or the final URL after redirects;
+    ``etag`` the server's validator for a URL (empty when none). ``locked`` says the facts came from
+    ``mlib.lock`` rather than the network.
+    """
+
+    model: str
+    origin: str = ""
+    files: tuple[RemoteFile, ...] = ()
+    etag: str = ""
+    locked: bool = False
+    error: str | None = None
+    fix: str = ""
+
+    @property
+    def size(self) -> int:
+        return sum(max(f.size, 0) for f in self.files)

@@ -115,6 +115,78 @@ def copy_and_hash(src: Path, dest: Path, progress: Progress | None = None) -> Fi
     return FileHashes(size, sha256, b3)
 
 
+#: Pieces a StreamHasher's sha256 worker may lag behind (a download's pieces are <= 1 MiB).
+STREAM_QUEUE = 64
+
+
+class StreamHasher:
+    """sha256 and blake3 of bytes that arrive in pieces (a download), from that one pass.
+
+    sha256, the slower of the two, runs on a worker thread fed the pieces in order (bytes are
+    immutable, so no copy is needed); blake3 runs on the caller's thread. :meth:`result` waits for
+    the worker. Use as a context manager so the thread ends on errors too.
+    """
+
+    def __init__(self) -> None:
+        self._b3 = blake3.blake3()
+        self._sha = hashlib.sha256()
+        self._size = 0
+        # Bounded: when bytes arrive faster than sha256 runs, the caller waits rather than the
+        # queue holding a large part of the file.
+        self._todo: queue.Queue[bytes | None] = queue.Queue(maxsize=STREAM_QUEUE)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="mlib-sha256-stream", daemon=True
+        )
+        self._thread.start()
+
+    def __enter__(self) -> StreamHasher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop()
+
+    @property
+    def size(self) -> int:
+        """Bytes given so far."""
+        return self._size
+
+    def close(self) -> None:
+        """End the worker thread (what ``with`` does on the way out)."""
+        self._stop()
+
+    def update(self, data: bytes) -> None:
+        self._size += len(data)
+        self._todo.put(data)
+        self._b3.update(data)
+
+    def result(self) -> FileHashes:
+        """Wait for sha256 to catch up; the hashes of everything given."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        return FileHashes(self._size, self._sha.hexdigest(), self._b3.hexdigest())
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._todo.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while (data := self._todo.get()) is not None:
+            if self._error is None:
+                try:
+                    self._sha.update(data)
+                except BaseException as exc:  # pragma: no cover - e.g. MemoryError
+                    self._error = exc
+
+
 # --- the read loop ---------------------------------------------------------------------------
 
 

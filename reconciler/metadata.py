@@ -65,6 +65,7 @@ def metadata_to_dict(meta: Metadata) -> dict[str, Any]:
         "kind": meta.kind,
         "tags": list(meta.tags),
         "source": source_to_dict(meta.source),
+        **({"origin": meta.origin} if meta.origin else {}),
         "files": [
             {"path": f.path, "size": f.size, "sha256": f.sha256, "blake3": f.blake3}
             for f in meta.files
@@ -198,6 +199,9 @@ def metadata_from_dict(data: Any) -> Metadata:
         and isinstance(updated_at, str)
     ):
         raise Malformed("a top-level field")
+    origin = data.get("origin", "")
+    if not isinstance(origin, str):
+        raise Malformed("origin")
     return Metadata(
         id=model_id,
         official_name=official,
@@ -211,6 +215,7 @@ def metadata_from_dict(data: Any) -> Metadata:
         added_at=added_at,
         updated_at=updated_at,
         schema_version=1,
+        origin=origin,
     )
 
 

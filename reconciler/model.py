@@ -158,6 +158,9 @@ class Metadata:
     updated_at: str
     tags: tuple[str, ...] = ()
     schema_version: int = 1
+    #: What a remote source resolved to when it was downloaded: ``hf:<repo>@<commit sha>`` or the
+    #: final URL; empty for a local source.
+    origin: str = ""
 
     @property
     def primary(self) -> FileEntry | None:

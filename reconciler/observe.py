@@ -24,6 +24,8 @@ from reconciler.metadata import (
 from reconciler.model import Metadata
 
 STAGING = ".mlib/staging"
+#: Downloads in progress (``.mlib/staging/partial``): resumed by the next apply, never cleared.
+PARTIAL_NAME = "partial"
 TRASH = ".mlib/trash"
 
 
@@ -314,7 +316,7 @@ def staging_leftovers(root: Path) -> list[str]:
     """Folders left in ``.mlib/staging`` by an interrupted apply (mlib's own, safe to clear)."""
     staging = root / STAGING
     try:
-        return sorted(str(p) for p in staging.iterdir())
+        return sorted(str(p) for p in staging.iterdir() if p.name != PARTIAL_NAME)
     except OSError:
         return []
 

@@ -25,9 +25,17 @@ from reconciler.actions import (
     ImportFile,
     NoOp,
     Plan,
+    human_bytes,
 )
 from reconciler.errors import NamingError
-from reconciler.facts import LibraryModel, LinkRecord, PathFacts, PathKind, SourceFacts
+from reconciler.facts import (
+    LibraryModel,
+    LinkRecord,
+    PathFacts,
+    PathKind,
+    RemoteFacts,
+    SourceFacts,
+)
 from reconciler.metadata import metadata_to_dict, overrides_to_dict, source_to_dict
 from reconciler.model import (
     AppOverride,
@@ -43,6 +51,8 @@ from reconciler.translations import Translation, links_for
 from reconciler.versions import parse_range
 
 STAGING = ".mlib/staging"
+#: Downloaded files waiting for their model folder; kept across applies so downloads resume.
+PARTIAL = ".mlib/staging/partial"
 _MODE_TEXT = {"auto": "symlink; hardlink or copy where the filesystem refuses symlinks"}
 TRASH = ".mlib/trash"
 
@@ -96,6 +106,8 @@ class Observed:
     app_dirs: Mapping[str, bool] = field(default_factory=dict)  # target name -> models_dir exists
     found_links: tuple[str, ...] = ()  # symlinks into the library found in app folders
     staging: tuple[str, ...] = ()
+    #: Remote sources resolved for the models to download (from the network or mlib.lock).
+    remotes: Mapping[str, RemoteFacts] = field(default_factory=dict)
 
 
 #: A WantedModel without its links: spec, folder, files, rename_from, imports.
@@ -107,9 +119,12 @@ def desire(
     translations: Mapping[str, Translation | str],
     library: Mapping[str, LibraryModel],
     sources: Mapping[str, SourceFacts],
+    remotes: Mapping[str, RemoteFacts] | None = None,
 ) -> Desired:
     """The wanted models and links. ``translations`` maps each app target to its selected
-    translation, or to the reason none could be selected."""
+    translation, or to the reason none could be selected; ``remotes`` holds the resolved remote
+    sources of models to download, by model id."""
+    remotes = remotes or {}
     root = str(manifest.library)
     conflicts: list[Conflict] = []
     noops: list[NoOp] = []
@@ -142,15 +157,11 @@ def desire(
             models.append((spec, folder, files, origin.id, ()))
             continue
         if not isinstance(spec.source, LocalSource):
-            conflicts.append(
-                Conflict(
-                    ConflictKind.UNSUPPORTED,
-                    spec.id,
-                    folder,
-                    f"{spec.source.kind.value} sources cannot be downloaded by this version yet",
-                    "import the file with a 'path:' source for now",
+            fetched = _downloads(spec, folder, remotes.get(spec.id), conflicts)
+            if fetched is not None:
+                models.append(
+                    (spec, folder, tuple((f.dest, f.size) for f in fetched), None, fetched)
                 )
-            )
             continue
         facts = sources.get(spec.source.path)
         if facts is None or facts.error is not None:
@@ -191,7 +202,7 @@ def _rename_origin(spec: ModelSpec, candidates: Mapping[str, LibraryModel]) -> L
     for model_id in sorted(candidates):
         meta = candidates[model_id].metadata
         assert meta is not None
-        same_source = isinstance(spec.source, LocalSource) and meta.source == spec.source
+        same_source = meta.source == spec.source
         hashes = meta.hashes
         same_pin = spec.sha256 is not None and hashes is not None and hashes.sha256 == spec.sha256
         if same_source or same_pin:
@@ -218,6 +229,34 @@ def _imports(
             Conflict(ConflictKind.SOURCE, spec.id, facts.path, str(exc), "rename the source file")
         )
         return None
+    return tuple(out)
+
+
+def _downloads(
+    spec: ModelSpec, folder: str, facts: RemoteFacts | None, conflicts: list[Conflict]
+) -> tuple[ImportFile, ...] | None:
+    """The files to fetch for a remote model, or None (a conflict says why)."""
+    if facts is None or facts.error is not None:
+        conflicts.append(
+            Conflict(
+                ConflictKind.SOURCE,
+                spec.id,
+                folder,
+                facts.error if facts is not None and facts.error else "the source was not resolved",
+                facts.fix if facts is not None and facts.fix else "run 'mlib lock' while online",
+            )
+        )
+        return None
+    out = []
+    for f in facts.files:
+        try:
+            check_relpath(f.path)
+        except NamingError as exc:
+            conflicts.append(
+                Conflict(ConflictKind.SOURCE, spec.id, f.url, str(exc), "exclude that file")
+            )
+            return None
+        out.append(ImportFile(f.url, f.path, f.size, f.sha256 or ""))
     return tuple(out)
 
 
@@ -479,6 +518,9 @@ def _plan_model(
     overrides_json = overrides_texts.get(spec.apps)
     if overrides_json is None:  # most models share their overrides (none, mostly): one text each
         overrides_json = overrides_texts[spec.apps] = _json(overrides_to_dict(Overrides(spec.apps)))
+    if m.imports and not isinstance(spec.source, LocalSource):
+        _plan_download(m, overrides_json, observed, b)
+        return
     if m.imports:
         source = spec.source
         assert isinstance(source, LocalSource)
@@ -518,6 +560,19 @@ def _plan_model(
         current_text = lib.metadata_text
         overrides_text = lib.overrides_text
         _file_drift(lib, b)
+        if meta.source != spec.source and not isinstance(spec.source, LocalSource):
+            b.conflicts.append(
+                Conflict(
+                    ConflictKind.SOURCE,
+                    spec.id,
+                    m.folder,
+                    f"the manifest now names another source ({spec.source.kind.value}) than the "
+                    f"one this model was installed from ({meta.origin or meta.source.kind.value})",
+                    "mlib does not replace an installed model's files: move its folder out of "
+                    "the library (or give the model a new name) to download the new source",
+                )
+            )
+            return
     changed = not _follows(meta, spec)
     if changed or m.rename_from is not None:
         wanted = _updated(meta, spec)
@@ -550,6 +605,30 @@ def _plan_model(
         reason = "index row missing" if spec.id not in observed.index else "index row out of date"
         b.drift.append(Drift(DriftKind.INDEX_STALE, spec.id, m.folder, reason))
         b.act(ActionKind.INDEX_UPSERT, spec.id, reason, path=m.folder)
+
+
+def _plan_download(m: WantedModel, overrides_json: str, observed: Observed, b: _Builder) -> None:
+    spec = m.spec
+    facts = observed.remotes[spec.id]
+    metadata = _partial_metadata(spec) | {"origin": facts.origin}
+    data = {"metadata": metadata, "overrides": json.loads(overrides_json), "etag": facts.etag}
+    known = sum(f.size for f in m.imports if f.size >= 0)
+    unknown = sum(1 for f in m.imports if f.size < 0)
+    count = "1 file" if len(m.imports) == 1 else f"{len(m.imports)} files"
+    size = human_bytes(known) + (f" + {unknown} of unknown size" if unknown else "")
+    where = "mlib.lock" if facts.locked else "the network"
+    b.act(
+        ActionKind.DOWNLOAD,
+        spec.id,
+        f"new model: download {count} ({size}) from {facts.origin} (resolved from {where})",
+        path=m.folder,
+        mode="download",
+        files=m.imports,
+        data=_json(data),
+        size=known,
+    )
+    b.act(ActionKind.INDEX_UPSERT, spec.id, "index the new model", path=m.folder)
+    b.drift.append(Drift(DriftKind.MODEL_MISSING, spec.id, m.folder, "not in the library"))
 
 
 def _file_drift(lib: LibraryModel, b: _Builder) -> None:

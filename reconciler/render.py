@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from reconciler.actions import Action, ActionKind, DriftKind, Plan
+from reconciler.actions import human_bytes as human_bytes  # re-exported: the CLI uses it
 
 _LINKS = (ActionKind.LINK, ActionKind.RELINK)
 _PLANNED = (DriftKind.MODEL_MISSING, DriftKind.LINK_MISSING)
@@ -42,6 +43,8 @@ def _action_json(a: Action) -> dict[str, Any]:
 
 def summary_counts(plan: Plan) -> dict[str, int]:
     return {
+        "download": plan.count(ActionKind.DOWNLOAD),
+        "download_bytes": plan.download_bytes,
         "import": plan.count(ActionKind.IMPORT),
         "import_bytes": plan.import_bytes,
         "link": plan.count(*_LINKS),
@@ -64,8 +67,14 @@ def summary_counts(plan: Plan) -> dict[str, int]:
 def summary_line(plan: Plan) -> str:
     c = summary_counts(plan)
     other = f", {c['other']} other change{_s(c['other'])}" if c["other"] else ""
+    fetch = (
+        f"{c['download']} to download ({human_bytes(c['download_bytes'])}), "
+        if c["download"]
+        else ""
+    )
+    copied = f"{c['import']} to import ({human_bytes(c['import_bytes'])})"
     return (
-        f"Plan: {c['import']} to import ({human_bytes(c['import_bytes'])}), {c['link']} to link, "
+        f"Plan: {fetch}{copied}, {c['link']} to link, "
         f"{c['unlink']} to unlink, {c['remove']} to remove{other}; "
         f"{c['conflicts']} conflict{_s(c['conflicts'])}."
     )
@@ -119,15 +128,6 @@ def show(path: str) -> str:
     except ValueError:
         return path
     return rel if len(rel) < len(path) else path
-
-
-def human_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
 
 
 def _s(n: int) -> str:

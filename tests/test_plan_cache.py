@@ -68,7 +68,7 @@ def example(tmp_path: Path, settle_fast: None) -> Example:
 
 def fresh(ex: Example) -> api.PlanResult:
     """A plan made without the cache."""
-    return api._make_plan(ex.manifest, False, replay=False)
+    return api._make_plan(ex.manifest, api.PlanOptions(), replay=False)
 
 
 def test_a_plan_at_rest_is_replayed_and_is_the_plan(example: Example) -> None:

@@ -15,7 +15,16 @@ import yaml
 
 from reconciler import planner
 from reconciler.actions import Plan
-from reconciler.facts import FileStat, LibraryModel, LinkRecord, PathFacts, PathKind, SourceFacts
+from reconciler.facts import (
+    FileStat,
+    LibraryModel,
+    LinkRecord,
+    PathFacts,
+    PathKind,
+    RemoteFacts,
+    RemoteFile,
+    SourceFacts,
+)
 from reconciler.loaders import parse_yaml, schema_problems
 from reconciler.manifest import interpret
 from reconciler.metadata import dumps, metadata_to_dict, overrides_to_dict
@@ -126,6 +135,20 @@ def build_sources(case: dict[str, Any], manifest: Manifest) -> dict[str, SourceF
     return out
 
 
+def build_remotes(case: dict[str, Any]) -> dict[str, RemoteFacts]:
+    """``remotes: {model id: {origin, files: [[path, url, size, sha256]], locked} | {error, fix}}``"""
+    out: dict[str, RemoteFacts] = {}
+    for model_id, value in (case.get("remotes") or {}).items():
+        if "error" in value:
+            out[model_id] = RemoteFacts(model_id, error=value["error"], fix=value.get("fix", ""))
+            continue
+        files = tuple(RemoteFile(p, u, size, sha or None) for p, u, size, sha in value["files"])
+        out[model_id] = RemoteFacts(
+            model_id, value["origin"], files, locked=bool(value.get("locked"))
+        )
+    return out
+
+
 def build_paths(case: dict[str, Any], wanted: set[str]) -> dict[str, PathFacts]:
     out = {p: PathFacts(p, PathKind.MISSING) for p in wanted}
     for rel, value in (case.get("paths") or {}).items():
@@ -148,7 +171,8 @@ def run_case(case: dict[str, Any], prune: bool) -> Plan:
     translations = translations_for(manifest)
     library = build_library(case, manifest)
     sources = build_sources(case, manifest)
-    desired = planner.desire(manifest, translations, library, sources)
+    remotes = build_remotes(case)
+    desired = planner.desire(manifest, translations, library, sources, remotes)
     registry = tuple(
         LinkRecord(app, _abs(path), model, file, mode)
         for app, path, model, file, mode in case.get("registry") or []
@@ -171,6 +195,7 @@ def run_case(case: dict[str, Any], prune: bool) -> Plan:
         },
         found_links=found,
         staging=tuple(_abs(p) for p in case.get("staging") or []),
+        remotes=remotes,
     )
     return planner.plan(manifest, desired, observed, translations, prune=prune)
 

@@ -277,7 +277,8 @@ def test_apply_then_plan_is_empty(
 LAYERS = {"__init__": 0, "errors": 0, "model": 0, "document": 0, "facts": 0, "actions": 0,
           "naming": 1, "versions": 1, "manifest": 1, "metadata": 1, "translations": 1, "planner": 1,
           "loaders": 2, "index": 2, "library": 2, "observe": 2, "hashing": 2, "durable": 2,
-          "doctor": 2, "translation_files": 2, "forked": 2, "stamps": 2,
+          "doctor": 2, "translation_files": 2, "forked": 2, "stamps": 2, "lockfile": 2,
+          "resolve": 2, "sources": 2, "sources.hf": 2, "sources.url": 2, "sources.http": 2,
           "fsops": 3, "lock": 3, "executor": 3, "cache": 3,
           "api": 4, "render": 4, "cli": 4}  # fmt: skip
 #: Modules of layers L0/L1: values and pure logic.
@@ -318,7 +319,9 @@ def _internal(text: str) -> set[str]:
 
 
 def _source(module: str) -> str:
-    return (REPO / "reconciler" / f"{module}.py").read_text()
+    path = REPO / "reconciler" / module.replace(".", "/")
+    module_file = path.with_suffix(".py")
+    return (module_file if module_file.exists() else path / "__init__.py").read_text()
 
 
 @pytest.mark.parametrize("module", sorted(LAYERS))
@@ -328,8 +331,28 @@ def test_a_module_imports_only_from_its_own_layer_or_lower(module: str) -> None:
     assert not higher, f"{module} (L{layer}) imports {sorted(higher)} from a higher layer"
 
 
+def _modules() -> set[str]:
+    """Every module of the package by dotted name below ``reconciler`` (a subpackage by its
+    name, for its ``__init__``)."""
+    package = REPO / "reconciler"
+    names = set()
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).with_suffix("").parts
+        names.add(
+            ".".join(parts[:-1]) if parts[-1] == "__init__" and len(parts) > 1 else ".".join(parts)
+        )
+    return names
+
+
+def test_only_sources_hf_imports_huggingface_hub() -> None:
+    importers = {
+        m for m in _modules() if any(i.startswith("huggingface_hub") for i in _imports(_source(m)))
+    }
+    assert importers == {"sources.hf"}
+
+
 def test_every_module_has_a_layer() -> None:
-    assert {p.stem for p in (REPO / "reconciler").glob("*.py")} == set(LAYERS)
+    assert _modules() == set(LAYERS)
 
 
 def test_the_layer_check_sees_every_import_form() -> None:

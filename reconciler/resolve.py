@@ -1,0 +1,149 @@
+"""Resolve the manifest's remote sources into exact files (layer L2: the network, or mlib.lock).
+
+Only models that have to be downloaded are resolved: a remote model already in the library is
+its metadata. For each, a current ``mlib.lock`` entry (its ``spec`` matches the manifest) is used
+as it is, without the network; otherwise the Hub or the server is asked, unless the plan must not
+(``--locked``: only the lock counts; offline: ``--offline`` or ``HF_HUB_OFFLINE``), in which case
+the model gets an error saying how to fix it. Failures never raise: each becomes the model's
+:class:`~reconciler.facts.RemoteFacts` error, which the plan shows as a conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reconciler.errors import SourceError
+from reconciler.facts import LibraryModel, RemoteFacts
+from reconciler.lockfile import LockEntry, is_remote, spec_key
+from reconciler.model import HfSource, Manifest, ModelSpec, UrlSource
+
+if TYPE_CHECKING:
+    import httpx2
+
+log = logging.getLogger(__name__)
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def offline_from_environment() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set, as huggingface_hub reads them
+    (without importing it)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in _TRUE:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Resolved:
+    remotes: dict[str, RemoteFacts]
+    #: Whether anything was asked of the network (such a plan is not kept for replay).
+    networked: bool = False
+
+
+def resolve_remotes(
+    manifest: Manifest,
+    library: Mapping[str, LibraryModel],
+    lock: Mapping[str, LockEntry],
+    *,
+    offline: bool = False,
+    locked: bool = False,
+    fresh: bool = False,
+) -> Resolved:
+    """The remote facts of every remote model not in the library (of every remote model, asked of
+    the network, with ``fresh``: what ``mlib lock`` does)."""
+    wanted = [
+        spec for spec in manifest.models if is_remote(spec) and (fresh or spec.id not in library)
+    ]
+    out: dict[str, RemoteFacts] = {}
+    networked = False
+    with _Clients() as clients:
+        for spec in wanted:
+            entry = lock.get(spec.id)
+            current = entry is not None and entry.spec == spec_key(spec)
+            if current and not fresh:
+                assert entry is not None
+                out[spec.id] = entry.facts(spec.id)
+            elif locked:
+                why = "is not in mlib.lock" if entry is None else "changed since mlib.lock was made"
+                out[spec.id] = RemoteFacts(
+                    spec.id,
+                    error=f"--locked: the source of {spec.id} {why}",
+                    fix="run 'mlib lock' and commit mlib.lock, or apply without --locked",
+                )
+            elif offline:
+                out[spec.id] = RemoteFacts(
+                    spec.id,
+                    error=f"offline, and the source of {spec.id} is not in mlib.lock",
+                    fix="run 'mlib lock' while online, or plan without --offline/HF_HUB_OFFLINE",
+                )
+            else:
+                networked = True
+                out[spec.id] = resolve_one(spec, clients)
+    return Resolved(out, networked)
+
+
+def resolve_one(spec: ModelSpec, clients: _Clients) -> RemoteFacts:
+    """Ask the Hub or the server; a failure is the facts' error, never raised."""
+    source = spec.source
+    try:
+        if isinstance(source, HfSource):
+            from reconciler.sources import hf
+
+            commit, files = hf.resolve(source, sha256=spec.sha256)
+            return RemoteFacts(spec.id, f"hf:{source.repo}@{commit}", files)
+        if isinstance(source, UrlSource):
+            from reconciler.sources import url
+
+            final, etag, file = url.resolve(source, clients.http(), sha256=spec.sha256)
+            return RemoteFacts(spec.id, final, (file,), etag)
+    except SourceError as exc:
+        log.info("cannot resolve %s: %s", spec.id, exc.message)
+        return RemoteFacts(spec.id, error=exc.message, fix=exc.fix)
+    raise AssertionError(f"not a remote source: {source!r}")
+
+
+class _Clients:
+    """One HTTP client for the URL sources of a resolution, made when first needed."""
+
+    def __init__(self) -> None:
+        self._http: httpx2.Client | None = None
+
+    def http(self) -> httpx2.Client:
+        if self._http is None:
+            from reconciler.sources.http import client
+
+            self._http = client()
+        return self._http
+
+    def __enter__(self) -> _Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._http is not None:
+            self._http.close()
+
+
+def lock_problems(manifest: Manifest, lock: Mapping[str, LockEntry]) -> list[str]:
+    """Why ``lock`` is out of date with ``manifest``: remote models missing or changed, and
+    entries of models no longer in it (empty when the lock is current)."""
+    problems = []
+    remote = {spec.id: spec for spec in manifest.models if is_remote(spec)}
+    for model_id, spec in sorted(remote.items()):
+        entry = lock.get(model_id)
+        if entry is None:
+            problems.append(f"{model_id}: not in mlib.lock")
+        elif entry.spec != spec_key(spec):
+            problems.append(f"{model_id}: its source or pin changed in the manifest")
+    problems += [
+        f"{m}: in mlib.lock but not a remote model of the manifest" for m in _extra(lock, remote)
+    ]
+    return problems
+
+
+def _extra(lock: Mapping[str, LockEntry], remote: Iterable[str]) -> list[str]:
+    return sorted(set(lock) - set(remote))

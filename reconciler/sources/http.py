@@ -1,0 +1,336 @@
+"""Fetch one file over HTTP(S) into staging: resumable across processes, hashed, verified.
+
+The bytes go to ``<part>`` (a path the caller picks in ``.mlib/staging/``), with a small sidecar
+``<part>.json`` naming what they are (a digest of the URL, the server's ETag, the total size).
+A download killed at any moment leaves both; the next attempt, in this process or another one,
+hashes the bytes already there and asks the server for the rest with ``Range`` and ``If-Range``
+(so a file that changed on the server is fetched again from zero, never spliced). A server that
+ignores ``Range`` answers 200: the part is started over. Connection errors, timeouts, 5xx and 429
+are retried with exponential backoff (``Retry-After`` is honoured); other errors fail at once.
+
+When the last byte is in, the size and the sha256 (when one is expected: a pin, the lock, or the
+Hub's LFS metadata) are checked: a mismatch deletes the part and fails, and nothing is installed.
+Only then is the part renamed to its final name. sha256 and blake3 are computed from the same
+bytes as they arrive (:class:`~reconciler.hashing.StreamHasher`); there is no second pass.
+
+Request headers (a token) are never written anywhere: not to the sidecar, not to logs, not to
+errors. URLs are logged and shown without their query string, which may carry a signature.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from reconciler.durable import fsync_dir
+from reconciler.errors import SourceError
+from reconciler.hashing import FileHashes, StreamHasher
+
+if TYPE_CHECKING:
+    import httpx2
+
+log = logging.getLogger(__name__)
+
+#: Bytes asked of the socket per read; also the most a resume re-reads beyond what is on disk.
+CHUNK = 1 << 20
+#: Statuses worth retrying: the server is busy or broken for a moment.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How often and how long to retry: ``attempts`` requests in all, waiting ``base`` seconds
+    doubled after each failure up to ``cap`` (or what ``Retry-After`` says, up to ``cap``)."""
+
+    attempts: int = 6
+    base: float = 1.0
+    cap: float = 60.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.cap)
+        return min(self.base * 2.0**attempt, self.cap)
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """One file to fetch: from ``url`` into ``part`` (renamed to ``dest`` once verified)."""
+
+    url: str
+    part: Path
+    dest: Path
+    size: int = -1  # expected size; -1 when not known
+    sha256: str | None = None  # expected sha256 (lowercase hex), when known
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    what: str = ""  # how errors name it: the model id and file
+
+
+def shown(url: str) -> str:
+    """``url`` without its query and fragment (a signed URL's signature stays out of logs)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def client(timeout: float = 30.0) -> httpx2.Client:
+    """An HTTP client for downloads: redirects followed (httpx drops ``Authorization`` when a
+    redirect leaves the host, as to the Hub's CDN), connect and read timeouts of ``timeout``."""
+    import httpx2
+
+    return httpx2.Client(
+        follow_redirects=True,
+        timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
+        headers={"Accept-Encoding": "identity"},  # the bytes as stored: sizes and Range agree
+    )
+
+
+def download(
+    fetch: Fetch,
+    http: httpx2.Client,
+    *,
+    progress: Progress | None = None,
+    retry: Retry | None = None,
+) -> FileHashes:
+    """Fetch ``fetch.url`` into ``fetch.dest``, resuming what an earlier attempt left in
+    ``fetch.part``; the hashes of the verified file. Raises :class:`SourceError`."""
+    fetch.part.parent.mkdir(parents=True, exist_ok=True)
+    job = _Download(fetch, http, progress)
+    try:
+        return job.run(retry or Retry())
+    finally:
+        job.hasher.close()
+
+
+class _Retryable(SourceError):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry=True)
+        self.retry_after = retry_after
+
+
+class _Download:
+    """One file's download: the part on disk and the hasher that has seen exactly its bytes."""
+
+    def __init__(self, fetch: Fetch, http: httpx2.Client, progress: Progress | None) -> None:
+        self.fetch = fetch
+        self.http = http
+        self.progress = progress
+        self.what = fetch.what or shown(fetch.url)
+        self.part = _Part(fetch)
+        self.hasher = StreamHasher()
+        self.part.resume(self.hasher, progress)
+
+    def run(self, policy: Retry) -> FileHashes:
+        attempt = 0
+        while True:
+            try:
+                self._request()
+                break
+            except SourceError as exc:
+                if not exc.retry or attempt + 1 >= policy.attempts:
+                    raise SourceError(f"{self.what}: {exc.message}", exc.fix) from None
+                wait = policy.delay(attempt, getattr(exc, "retry_after", None))
+                log.info("%s: %s; retrying in %.1f s", self.what, exc.message, wait)
+                policy.sleep(wait)
+                attempt += 1
+                if self.part.size() != self.hasher.size:  # a write failed half-way: re-read
+                    self._restart(keep=True)
+        hashes = self.hasher.result()
+        self._verify(hashes)
+        os.replace(self.fetch.part, self.fetch.dest)
+        fsync_dir(self.fetch.dest.parent)
+        self.part.forget()
+        return hashes
+
+    def _restart(self, *, keep: bool) -> None:
+        """A new hasher over what the part holds (``keep``), or over nothing (part removed)."""
+        self.hasher.close()
+        if not keep:
+            self.part.truncate()
+        self.hasher = StreamHasher()
+        self.part.resume(self.hasher, None)
+
+    def _request(self) -> None:
+        """One GET from the first byte not yet here, appended to the part. Raises
+        :class:`SourceError` (``retry`` set when another attempt may succeed)."""
+        import httpx2
+
+        fetch = self.fetch
+        have = self.hasher.size
+        headers = dict(fetch.headers)
+        if have:
+            headers["Range"] = f"bytes={have}-"
+            if self.part.etag:
+                headers["If-Range"] = self.part.etag
+        try:
+            with self.http.stream("GET", fetch.url, headers=headers) as response:
+                status = response.status_code
+                if status in RETRY_STATUSES:
+                    raise _Retryable(f"the server answered {status}", _retry_after(response))
+                if status == 416 and have:
+                    if have == fetch.size or have == self.part.total:
+                        return  # everything was already here
+                    self._restart(keep=False)
+                    raise _Retryable("the server refused the resume range", 0.0)
+                if status >= 400:
+                    raise _status_error(status)
+                if have and status == 200:  # Range ignored, or the file changed (If-Range)
+                    log.info("%s: the server sends the whole file; starting over", self.what)
+                    self._restart(keep=False)
+                    have = 0
+                start, total = _span(response)
+                if start != have:
+                    self._restart(keep=False)
+                    raise _Retryable("the server resumed at the wrong byte", 0.0)
+                if fetch.size >= 0 and total >= 0 and total != fetch.size:
+                    raise SourceError(
+                        f"the server says the file has {total} bytes, {fetch.size} were expected",
+                        "the remote file changed: run 'mlib lock' to resolve it again",
+                    )
+                self.part.begin(response.headers.get("ETag", ""), total)
+                self._append(response)
+        except httpx2.TransportError as exc:  # cut, reset, timed out: the bytes so far are kept
+            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+        expected = fetch.size if fetch.size >= 0 else self.part.total
+        if expected >= 0 and self.hasher.size < expected:
+            raise _Retryable(f"the connection ended after {self.hasher.size} of {expected} bytes")
+
+    def _append(self, response: httpx2.Response) -> None:
+        progress = self.progress
+        with open(self.fetch.part, "ab") as out:
+            for chunk in response.iter_raw():  # as received: a cut loses no byte already here
+                out.write(chunk)
+                self.hasher.update(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+
+    def _verify(self, hashes: FileHashes) -> None:
+        fetch = self.fetch
+        expected = fetch.size if fetch.size >= 0 else self.part.total
+        problem = ""
+        if expected >= 0 and hashes.size != expected:
+            problem = f"got {hashes.size} bytes, expected {expected}"
+        elif fetch.sha256 and hashes.sha256 != fetch.sha256:
+            problem = f"sha256 is {hashes.sha256}, expected {fetch.sha256}"
+        if problem:
+            self.part.truncate()
+            self.part.forget()
+            raise SourceError(
+                f"{self.what}: wrong bytes ({problem}); deleted, nothing installed",
+                "the server sent something else: try again, or check the pin or the lock",
+            )
+
+
+def _span(response: httpx2.Response) -> tuple[int, int]:
+    """(first byte, total size) of a 200 or 206 answer; -1 for a total the server did not give."""
+    if response.status_code == 206:
+        value = response.headers.get("Content-Range", "")
+        try:
+            _, _, rest = value.partition(" ")
+            span, _, total = rest.partition("/")
+            first = int(span.split("-")[0])
+            return first, (int(total) if total != "*" else -1)
+        except ValueError:
+            return -1, -1
+    length = response.headers.get("Content-Length")
+    return 0, int(length) if length and length.isdigit() else -1
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    when = email.utils.parsedate_to_datetime(value) if value else None
+    return None if when is None else max(0.0, when.timestamp() - time.time())
+
+
+def _status_error(status: int) -> SourceError:
+    if status in (401, 403):
+        return SourceError(
+            f"the server refused the download ({status})",
+            "check the token for this host (HF_TOKEN for the Hub, MLIB_TOKEN_<HOST> for a URL)",
+        )
+    if status == 404:
+        return SourceError("not found on the server (404)", "check the URL, repo and file name")
+    return SourceError(f"the server answered {status}", "try again later, or check the URL")
+
+
+class _Part:
+    """The partial file and its sidecar (what the bytes are: URL digest, ETag, total size)."""
+
+    def __init__(self, fetch: Fetch) -> None:
+        self.fetch = fetch
+        self.sidecar = fetch.part.with_name(fetch.part.name + ".json")
+        self.url_key = hashlib.sha256(fetch.url.encode("utf-8", "surrogatepass")).hexdigest()
+        self.etag = ""
+        self.total = -1
+
+    def size(self) -> int:
+        try:
+            return self.fetch.part.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def resume(self, hasher: StreamHasher, progress: Progress | None) -> int:
+        """Feed the bytes already in the part to the fresh ``hasher``; how many there are (0: a
+        fresh start, the part removed when it was not this URL's or is longer than the file)."""
+        have = self.size()
+        known = self._read_sidecar()
+        usable = (
+            have > 0
+            and known is not None
+            and known.get("url_sha256") == self.url_key
+            and (self.fetch.size < 0 or have <= self.fetch.size)
+        )
+        if not usable:
+            self.truncate()
+            return 0
+        assert known is not None
+        self.etag = str(known.get("etag") or "")
+        size = known.get("size", -1)
+        self.total = size if isinstance(size, int) else -1
+        with open(self.fetch.part, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                hasher.update(chunk)
+        if progress is not None:
+            progress(have)
+        log.info("%s: resuming after %d bytes", shown(self.fetch.url), have)
+        return have
+
+    def begin(self, etag: str, total: int) -> None:
+        """Record what the bytes about to be appended are, before appending them."""
+        if etag == self.etag and total == self.total and self.sidecar.exists():
+            return
+        self.etag, self.total = etag, total
+        data = {"url_sha256": self.url_key, "etag": etag, "size": total}  # never the headers
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, self.sidecar)
+
+    def truncate(self) -> None:
+        self.fetch.part.unlink(missing_ok=True)
+        self.etag, self.total = "", -1
+
+    def forget(self) -> None:
+        self.sidecar.unlink(missing_ok=True)
+
+    def _read_sidecar(self) -> dict[str, object] | None:
+        try:
+            data = json.loads(self.sidecar.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
