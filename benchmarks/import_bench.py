@@ -46,7 +46,7 @@ import blake3
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler.hashing import _Writer, copy_and_hash, hash_file
+from reconciler.hashing import StreamingWriter, copy_and_hash, hash_file
 
 MiB = 1 << 20
 CHUNK = 64 * MiB
@@ -97,7 +97,7 @@ def python_copy(src: Path, dest: Path) -> None:
     view = memoryview(buf)
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        writer = _Writer(fd)
+        writer = StreamingWriter(fd)
         with src.open("rb", buffering=0) as fh:
             while n := fh.readinto(buf):
                 writer.write(view[:n])

@@ -41,7 +41,7 @@ from reconciler.metadata import (
 from reconciler.planner import PARTIAL, STAGING, TRASH
 
 if TYPE_CHECKING:
-    import httpx2
+    from reconciler.sources.http import Client
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Executor:
         self.clock = clock
         self.progress = progress
         self.jobs = max(1, jobs)
-        self._http: httpx2.Client | None = None
+        self._http: Client | None = None
 
     def run(self, plan: Plan) -> Report:
         try:
@@ -195,7 +195,7 @@ class Executor:
             _remember_fetched(done, hashes)
         return done, hashes
 
-    def _client(self) -> httpx2.Client:
+    def _client(self) -> Client:
         if self._http is None:
             from reconciler.sources import http
 

@@ -102,7 +102,7 @@ def copy_and_hash(src: Path, dest: Path, progress: Progress | None = None) -> Fi
     with _open_source(src) as (reader, before):
         out = os.open(dest, flags, FILE_MODE)
         try:
-            sink = _Writer(out)
+            sink = StreamingWriter(out)
             size, sha256, b3 = _pump(reader, before.st_size, sink.write, progress)
             _check_unchanged(src, reader, before, size)
             os.fsync(out)
@@ -290,19 +290,20 @@ class _Sha256Worker:
             self._free.put(buf)  # always: the reader may be waiting for it
 
 
-class _Writer:
+class StreamingWriter:
     """Writes whole buffers to ``fd``, streaming them to disk on the way where Linux allows.
 
     Every ``WRITEBACK_EVERY`` bytes it starts writeback of the newest chunk and, with
     ``IN_FLIGHT`` chunks already under way, waits for the oldest and drops it from the page cache.
     So the final fsync has little left to do, the disk works while the CPU hashes, and a 20 GB copy
-    holds a few hundred MB of page cache instead of evicting everything else.
+    holds a few hundred MB of page cache instead of evicting everything else. ``offset`` is where
+    the first write lands (the size of a file opened to append to).
     """
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, offset: int = 0) -> None:
         self._fd = fd
-        self._written = 0
-        self._chunk_start = 0
+        self._written = offset
+        self._chunk_start = offset
         self._sync_range = _sync_file_range()
         self._in_flight: deque[tuple[int, int]] = deque()
 

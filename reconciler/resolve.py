@@ -22,7 +22,7 @@ from reconciler.lockfile import LockEntry, is_remote, spec_key
 from reconciler.model import HfSource, Manifest, ModelSpec, UrlSource
 
 if TYPE_CHECKING:
-    import httpx2
+    from reconciler.sources.http import Client
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ class _Clients:
     """One HTTP client for the URL sources of a resolution, made when first needed."""
 
     def __init__(self) -> None:
-        self._http: httpx2.Client | None = None
+        self._http: Client | None = None
 
-    def http(self) -> httpx2.Client:
+    def http(self) -> Client:
         if self._http is None:
             from reconciler.sources.http import client
 

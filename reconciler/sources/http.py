@@ -21,26 +21,27 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import http.client
 import json
 import logging
 import os
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from reconciler.durable import fsync_dir
 from reconciler.errors import SourceError
-from reconciler.hashing import FileHashes, StreamHasher
-
-if TYPE_CHECKING:
-    import httpx2
+from reconciler.hashing import FILE_MODE, FileHashes, StreamHasher, StreamingWriter
 
 log = logging.getLogger(__name__)
 
-#: Bytes asked of the socket per read; also the most a resume re-reads beyond what is on disk.
+#: Bytes read from the socket (and from a part being resumed) at a time.
 CHUNK = 1 << 20
 #: Statuses worth retrying: the server is busy or broken for a moment.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -83,21 +84,97 @@ def shown(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
-def client(timeout: float = 30.0) -> httpx2.Client:
-    """An HTTP client for downloads: redirects followed (httpx drops ``Authorization`` when a
-    redirect leaves the host, as to the Hub's CDN), connect and read timeouts of ``timeout``."""
-    import httpx2
+class Response:
+    """An HTTP answer: status, headers (case-insensitive ``get``), final URL, and the body to
+    read (error answers too). Close it, or use it in ``with``."""
 
-    return httpx2.Client(
-        follow_redirects=True,
-        timeout=httpx2.Timeout(timeout, connect=min(timeout, 10.0)),
-        headers={"Accept-Encoding": "identity"},  # the bytes as stored: sizes and Range agree
-    )
+    def __init__(self, status: int, headers: Message, url: str, body: Any) -> None:
+        self.status = status
+        self.headers = headers
+        self.url = url
+        self._body = body
+
+    def read1(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the body with at most one read from the socket (what has
+        arrived, so a cut or a kill loses nothing received); ``b""`` at the end."""
+        data: bytes = self._body.read1(size)
+        return data
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client:
+    """HTTP(S) for downloads, on the standard library: proxies from the environment (as urllib
+    reads them), HTTPS with the system's CAs, redirects followed with ``Authorization`` dropped
+    when they leave the host (as to the Hub's CDN), and a socket timeout that also bounds a body
+    that stalls. The body is read in pieces of up to 1 MiB, as they arrive: ~3 GB/s on loopback,
+    where httpx's iterators give ~1.4 (see ``benchmarks/download_bench.py``)."""
+
+    def __init__(self, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(_Redirects())
+
+    def open(self, method: str, url: str, headers: Mapping[str, str]) -> Response:
+        """Send one request; any status comes back as a :class:`Response`. Raises
+        :class:`SourceError` (``retry`` set) when no answer came (refused, reset, timed out)."""
+        request = urllib.request.Request(url, headers=dict(headers), method=method)
+        try:
+            answer = self._opener.open(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:  # a status >= 400: an answer all the same
+            return Response(exc.code, exc.headers, exc.geturl(), exc)
+        except (OSError, http.client.HTTPException) as exc:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+            raise _Retryable(f"connection failed ({reason})") from None
+        return Response(answer.status, answer.headers, answer.geturl(), answer)
+
+    def close(self) -> None:
+        self._opener.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, without the token on a redirect to another host."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
+
+
+def client(timeout: float = 30.0) -> Client:
+    """A :class:`Client` for downloads and for asking a server about a file."""
+    return Client(timeout)
 
 
 def download(
     fetch: Fetch,
-    http: httpx2.Client,
+    http: Client,
     *,
     progress: Progress | None = None,
     retry: Retry | None = None,
@@ -121,7 +198,7 @@ class _Retryable(SourceError):
 class _Download:
     """One file's download: the part on disk and the hasher that has seen exactly its bytes."""
 
-    def __init__(self, fetch: Fetch, http: httpx2.Client, progress: Progress | None) -> None:
+    def __init__(self, fetch: Fetch, http: Client, progress: Progress | None) -> None:
         self.fetch = fetch
         self.http = http
         self.progress = progress
@@ -163,8 +240,6 @@ class _Download:
     def _request(self) -> None:
         """One GET from the first byte not yet here, appended to the part. Raises
         :class:`SourceError` (``retry`` set when another attempt may succeed)."""
-        import httpx2
-
         fetch = self.fetch
         have = self.hasher.size
         headers = dict(fetch.headers)
@@ -172,49 +247,53 @@ class _Download:
             headers["Range"] = f"bytes={have}-"
             if self.part.etag:
                 headers["If-Range"] = self.part.etag
-        try:
-            with self.http.stream("GET", fetch.url, headers=headers) as response:
-                status = response.status_code
-                if status in RETRY_STATUSES:
-                    raise _Retryable(f"the server answered {status}", _retry_after(response))
-                if status == 416 and have:
-                    if have == fetch.size or have == self.part.total:
-                        return  # everything was already here
-                    self._restart(keep=False)
-                    raise _Retryable("the server refused the resume range", 0.0)
-                if status >= 400:
-                    raise _status_error(status)
-                if have and status == 200:  # Range ignored, or the file changed (If-Range)
-                    log.info("%s: the server sends the whole file; starting over", self.what)
-                    self._restart(keep=False)
-                    have = 0
-                start, total = _span(response)
-                if start != have:
-                    self._restart(keep=False)
-                    raise _Retryable("the server resumed at the wrong byte", 0.0)
-                if fetch.size >= 0 and total >= 0 and total != fetch.size:
-                    raise SourceError(
-                        f"the server says the file has {total} bytes, {fetch.size} were expected",
-                        "the remote file changed: run 'mlib lock' to resolve it again",
-                    )
-                self.part.begin(response.headers.get("ETag", ""), total)
-                self._append(response)
-        except httpx2.TransportError as exc:  # cut, reset, timed out: the bytes so far are kept
-            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+        with self.http.open("GET", fetch.url, headers) as response:
+            status = response.status
+            if status in RETRY_STATUSES:
+                raise _Retryable(f"the server answered {status}", _retry_after(response))
+            if status == 416 and have:
+                if have == fetch.size or have == self.part.total:
+                    return  # everything was already here
+                self._restart(keep=False)
+                raise _Retryable("the server refused the resume range", 0.0)
+            if status >= 400:
+                raise _status_error(status)
+            if have and status == 200:  # Range ignored, or the file changed (If-Range)
+                log.info("%s: the server sends the whole file; starting over", self.what)
+                self._restart(keep=False)
+                have = 0
+            start, total = _span(response)
+            if start != have:
+                self._restart(keep=False)
+                raise _Retryable("the server resumed at the wrong byte", 0.0)
+            if fetch.size >= 0 and total >= 0 and total != fetch.size:
+                raise SourceError(
+                    f"the server says the file has {total} bytes, {fetch.size} were expected",
+                    "the remote file changed: run 'mlib lock' to resolve it again",
+                )
+            self.part.begin(response.headers.get("ETag", ""), total)
+            self._append(response)
         expected = fetch.size if fetch.size >= 0 else self.part.total
         if expected >= 0 and self.hasher.size < expected:
             raise _Retryable(f"the connection ended after {self.hasher.size} of {expected} bytes")
 
-    def _append(self, response: httpx2.Response) -> None:
+    def _append(self, response: Response) -> None:
+        """The body, appended as it arrives (a cut keeps every byte received); fsynced."""
         progress = self.progress
-        with open(self.fetch.part, "ab") as out:
-            for chunk in response.iter_raw():  # as received: a cut loses no byte already here
-                out.write(chunk)
-                self.hasher.update(chunk)
+        fd = os.open(self.fetch.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        try:
+            out = StreamingWriter(fd, os.fstat(fd).st_size)  # writeback as it goes: the final
+            # fsync has little left, and a large download does not fill the page cache
+            while data := response.read1(CHUNK):
+                out.write(memoryview(data))
+                self.hasher.update(data)
                 if progress is not None:
-                    progress(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
+                    progress(len(data))
+        except (OSError, http.client.HTTPException) as exc:  # reset, timed out, bad chunk
+            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+        finally:
+            os.fsync(fd)
+            os.close(fd)
 
     def _verify(self, hashes: FileHashes) -> None:
         fetch = self.fetch
@@ -233,9 +312,9 @@ class _Download:
             )
 
 
-def _span(response: httpx2.Response) -> tuple[int, int]:
+def _span(response: Response) -> tuple[int, int]:
     """(first byte, total size) of a 200 or 206 answer; -1 for a total the server did not give."""
-    if response.status_code == 206:
+    if response.status == 206:
         value = response.headers.get("Content-Range", "")
         try:
             _, _, rest = value.partition(" ")
@@ -248,7 +327,7 @@ def _span(response: httpx2.Response) -> tuple[int, int]:
     return 0, int(length) if length and length.isdigit() else -1
 
 
-def _retry_after(response: httpx2.Response) -> float | None:
+def _retry_after(response: Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None

@@ -13,17 +13,13 @@ from __future__ import annotations
 import os
 import re
 from email.message import Message
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from reconciler.errors import NamingError, SourceError
 from reconciler.facts import RemoteFile
 from reconciler.model import UrlSource
 from reconciler.naming import clean_filename
-from reconciler.sources.http import RETRY_STATUSES, shown
-
-if TYPE_CHECKING:
-    import httpx2
+from reconciler.sources.http import RETRY_STATUSES, Client, shown
 
 
 def describe(source: UrlSource) -> str:
@@ -42,24 +38,20 @@ def headers(url: str) -> dict[str, str]:
 
 
 def resolve(
-    source: UrlSource, http: httpx2.Client, *, sha256: str | None = None
+    source: UrlSource, http: Client, *, sha256: str | None = None
 ) -> tuple[str, str, RemoteFile]:
     """``(final URL, ETag, file)`` of ``source``; ``sha256`` is the manifest's pin, if any."""
-    import httpx2
-
     what = describe(source)
     try:
-        response = http.head(source.url, headers=headers(source.url))
-        if response.status_code in (405, 501):  # no HEAD here: a GET, closed before the body
-            with http.stream("GET", source.url, headers=headers(source.url)) as got:
-                response = got
-    except httpx2.TransportError as exc:
-        raise SourceError(
-            f"{what}: cannot reach the server ({type(exc).__name__})",
-            "check the URL and the network",
-            retry=True,
-        ) from None
-    status = response.status_code
+        response = http.open("HEAD", source.url, headers(source.url))
+        if response.status in (405, 501):  # no HEAD here: a GET, closed before the body
+            response.close()
+            response = http.open("GET", source.url, headers(source.url))
+        response.close()
+    except SourceError as exc:
+        message, fix = f"{what}: {exc.message}", "check the URL and the network"
+        raise SourceError(message, fix, retry=True) from None
+    status = response.status
     if status in (401, 403):
         raise SourceError(
             f"{what}: the server refused access ({status})",
@@ -71,11 +63,11 @@ def resolve(
         raise SourceError(f"{what}: the server answered {status}", "try again later", retry=True)
     if status >= 400:
         raise SourceError(f"{what}: the server answered {status}", "check the URL")
-    final = str(response.url)
     length = response.headers.get("Content-Length", "")
     size = int(length) if length.isdigit() and status == 200 else -1
-    name = _name(source, final, response.headers.get("Content-Disposition", ""))
-    return final, response.headers.get("ETag", ""), RemoteFile(name, source.url, size, sha256)
+    name = _name(source, response.url, response.headers.get("Content-Disposition", ""))
+    etag = response.headers.get("ETag", "")
+    return response.url, etag, RemoteFile(name, source.url, size, sha256)
 
 
 def _name(source: UrlSource, final: str, disposition: str) -> str:
