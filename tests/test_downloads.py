@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -213,7 +213,7 @@ def test_hub_failures_are_one_line_with_the_fix(
 # --- end to end through the CLI -----------------------------------------------------------------
 
 
-def project(tmp_path: Path, models: list[dict[str, object]]) -> Path:
+def project(tmp_path: Path, models: Sequence[Mapping[str, object]]) -> Path:
     manifest = tmp_path / "mlib.yaml"
     (tmp_path / "comfy").mkdir(exist_ok=True)
     write_yaml(
@@ -428,3 +428,71 @@ def test_the_cli_lists_no_progress_bars_in_a_pipe(tmp_path: Path, url_server: Ur
     r = mlib(manifest, "apply", "-y")  # output captured: a pipe, not a terminal
     assert r.returncode == 0, r.stderr
     assert "it/s" not in r.stderr and "B/s" not in r.stderr
+
+
+def test_plan_json_and_the_lock_follow_their_schemas(
+    tmp_path: Path, hub_env: FakeHub, url_server: UrlServer
+) -> None:
+    import jsonschema
+
+    hub_env.add_repo("org/s", {"s.safetensors": blob(3000, 10), "cfg/c.json": b"{}"})
+    url = url_server.add("/u/u.safetensors", blob(2000, 11))
+    manifest = project(
+        tmp_path,
+        [{"name": "S", "type": "diffusion", "family": "sdxl", "kind": "diffusers",
+          "source": {"hf": "org/s"}},
+         {"name": "U", "type": "diffusion", "family": "sdxl", "kind": "lora",
+          "source": {"url": url}}],
+    )  # fmt: skip
+    schemas = Path(__file__).resolve().parent.parent / "schemas"
+    r = mlib(manifest, "plan", "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    jsonschema.validate(plan, json.loads((schemas / "plan.schema.json").read_text()))
+    assert plan["summary"]["download"] == 2
+    assert plan["summary"]["download_bytes"] == 3000 + 2 + 2000
+    assert mlib(manifest, "lock").returncode == 0
+    lock = json.loads((tmp_path / "mlib.lock").read_text())
+    jsonschema.validate(lock, json.loads((schemas / "lock.schema.json").read_text()))
+    files = lock["models"]["diffusion/sdxl/s"]["files"]
+    assert [f["path"] for f in files] == ["cfg/c.json", "s.safetensors"]
+
+
+def test_parallel_downloads_install_every_model(tmp_path: Path, url_server: UrlServer) -> None:
+    datas = {f"m{i}": blob(300_000, 20 + i) for i in range(4)}
+    models = []
+    for name, data in datas.items():
+        url = url_server.add(f"/p/{name}.safetensors", data)
+        models.append({"name": name, "type": "diffusion", "family": "sdxl", "kind": "lora",
+                       "source": {"url": url}})  # fmt: skip
+    manifest = project(tmp_path, models)
+    r = mlib(manifest, "apply", "-y", "--jobs", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name, data in datas.items():
+        assert (tmp_path / f"lib/diffusion/sdxl/{name}/{name}.safetensors").read_bytes() == data
+    gets = [q for q in url_server.requests if q.method == "GET"]
+    assert len(gets) == 4  # each fetched once: the actions found the prefetched files
+
+
+def test_a_plan_that_cannot_fit_fails_early(
+    tmp_path: Path, url_server: UrlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from reconciler import api
+    from reconciler.errors import ReconcilerError
+
+    url = url_server.add("/f/big.safetensors", blob(50_000, 30))
+    manifest = project(
+        tmp_path,
+        [{"name": "Big", "type": "diffusion", "family": "sdxl", "kind": "lora",
+          "source": {"url": url}}],
+    )  # fmt: skip
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=10_000))  # 10 kB free
+    space = api.space_needed(api.make_plan(manifest))
+    assert space is not None and space.short and space.needed == 50_000
+    with pytest.raises(ReconcilerError, match="not enough space"):
+        api.apply(manifest)
+    assert not (tmp_path / "lib/diffusion").exists()
+    assert not [q for q in url_server.requests if q.method == "GET"]  # nothing was fetched
