@@ -496,3 +496,49 @@ def test_a_plan_that_cannot_fit_fails_early(
         api.apply(manifest)
     assert not (tmp_path / "lib/diffusion").exists()
     assert not [q for q in url_server.requests if q.method == "GET"]  # nothing was fetched
+
+
+def test_a_terminal_gets_progress_bars(tmp_path: Path, url_server: UrlServer) -> None:
+    """stderr on a pseudo-terminal: per-model and overall bars (bytes, rate); a pipe gets none
+    (the other tests)."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    from scenario import MLIB
+
+    url = url_server.add("/t/m.safetensors", blob(2_000_000, 40))
+    manifest = project(
+        tmp_path,
+        [{"name": "T", "type": "diffusion", "family": "sdxl", "kind": "lora",
+          "source": {"url": url}}],
+    )  # fmt: skip
+    leader, follower = pty.openpty()
+    # A terminal 100 columns wide (a new pseudo-terminal has 0: tqdm would draw empty bars).
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    try:
+        proc = subprocess.run(
+            [str(MLIB), "-m", str(manifest), "apply", "-y"],
+            stdout=subprocess.PIPE, stderr=follower, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+        os.close(follower)
+        follower = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 1 << 16)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0
+    text = shown.decode(errors="replace")
+    assert "all:" in text and "t:" in text, text[-500:]  # overall, and the model's own bar
+    assert "B/s" in text and "2.00M" in text, text[-500:]  # rate, and the size to fetch
