@@ -342,7 +342,9 @@ def plan(
     "--locked", is_flag=True, help="Install exactly mlib.lock; fail if it is out of date."
 )
 @click.option("--offline", is_flag=True, help=OFFLINE_HELP)
-@click.option("-j", "--jobs", default=2, show_default=True, help="Files downloaded at the same time.")
+@click.option(
+    "-j", "--jobs", default=2, show_default=True, help="Files downloaded at the same time."
+)
 @click.option(
     "--lock-timeout", default=10.0, show_default=True, help="Seconds to wait for another apply."
 )

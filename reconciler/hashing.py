@@ -45,6 +45,8 @@ from reconciler.errors import FileChangedError
 BUFFER_SIZE = 1 << 20
 #: Buffers in flight between the reader and the sha256 worker.
 POOL_SIZE = 4
+#: Pieces a StreamHasher's sha256 worker may lag behind (a download's pieces are <= 1 MiB).
+STREAM_QUEUE = 64
 #: While copying (Linux), start writing back every this many bytes (see ``_Writer``). With hints
 #: alone, 64 MiB beat 8-16 MiB (many small submissions, charged to us) and 256 MiB; streaming
 #: was insensitive to 16-128 MiB.
@@ -115,41 +117,25 @@ def copy_and_hash(src: Path, dest: Path, progress: Progress | None = None) -> Fi
     return FileHashes(size, sha256, b3)
 
 
-#: Pieces a StreamHasher's sha256 worker may lag behind (a download's pieces are <= 1 MiB).
-STREAM_QUEUE = 64
-
-
 class StreamHasher:
     """sha256 and blake3 of bytes that arrive in pieces (a download), from that one pass.
 
-    sha256, the slower of the two, runs on a worker thread fed the pieces in order (bytes are
-    immutable, so no copy is needed); blake3 runs on the caller's thread. :meth:`result` waits for
-    the worker. Use as a context manager so the thread ends on errors too.
+    sha256, the slower of the two, runs on the same worker thread as a copy's
+    (:class:`_Sha256Worker`), fed the pieces in order (bytes are immutable: no copy, no pool);
+    blake3 runs on the caller's thread. :meth:`result` waits for the worker. Use as a context
+    manager, or :meth:`close` it, so the thread ends on errors too.
     """
 
     def __init__(self) -> None:
         self._b3 = blake3.blake3()
-        self._sha = hashlib.sha256()
+        self._sha = _Sha256Worker(0, threaded=True, pool=False)
         self._size = 0
-        # Bounded: when bytes arrive faster than sha256 runs, the caller waits rather than the
-        # queue holding a large part of the file.
-        self._todo: queue.Queue[bytes | None] = queue.Queue(maxsize=STREAM_QUEUE)
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = threading.Thread(
-            target=self._run, name="mlib-sha256-stream", daemon=True
-        )
-        self._thread.start()
 
     def __enter__(self) -> StreamHasher:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def size(self) -> int:
@@ -158,33 +144,16 @@ class StreamHasher:
 
     def close(self) -> None:
         """End the worker thread (what ``with`` does on the way out)."""
-        self._stop()
+        self._sha.close()
 
     def update(self, data: bytes) -> None:
         self._size += len(data)
-        self._todo.put(data)
+        self._sha.submit(data, len(data))
         self._b3.update(data)
 
     def result(self) -> FileHashes:
         """Wait for sha256 to catch up; the hashes of everything given."""
-        self._stop()
-        if self._error is not None:
-            raise self._error
         return FileHashes(self._size, self._sha.hexdigest(), self._b3.hexdigest())
-
-    def _stop(self) -> None:
-        if self._thread is not None:
-            self._todo.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while (data := self._todo.get()) is not None:
-            if self._error is None:
-                try:
-                    self._sha.update(data)
-                except BaseException as exc:  # pragma: no cover - e.g. MemoryError
-                    self._error = exc
 
 
 # --- the read loop ---------------------------------------------------------------------------
@@ -224,19 +193,22 @@ def _pump(
 
 
 class _Sha256Worker:
-    """sha256 over buffers from a fixed pool, on a worker thread (or inline when not threaded).
+    """sha256 over buffers, on a worker thread (or inline when not threaded).
 
-    ``take`` hands out a free buffer, waiting while all are queued; ``submit`` queues a filled one;
-    the worker returns a buffer to the pool only after hashing it.
+    With a ``pool`` (a copy or a hash of a file), ``take`` hands out a free buffer, waiting while
+    all are queued; ``submit`` queues a filled one; the worker returns a buffer to the pool only
+    after hashing it. Without one (a download's immutable pieces), ``submit`` queues the piece
+    itself, waiting while :data:`STREAM_QUEUE` are queued, so a fast network cannot make the queue
+    hold a large part of the file.
     """
 
-    def __init__(self, buffer_size: int, threaded: bool) -> None:
+    def __init__(self, buffer_size: int, threaded: bool, *, pool: bool = True) -> None:
         self._sha = hashlib.sha256()
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._todo: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self._todo: queue.Queue[tuple[bytes | bytearray, int] | None] = queue.Queue(STREAM_QUEUE)
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        for _ in range(POOL_SIZE if threaded else 1):
+        for _ in range((POOL_SIZE if threaded else 1) if pool else 0):
             self._free.put(bytearray(buffer_size))
         if threaded:
             self._thread = threading.Thread(target=self._run, name="mlib-sha256", daemon=True)
@@ -259,12 +231,17 @@ class _Sha256Worker:
             raise self._error
         return buf
 
-    def submit(self, buf: bytearray, n: int) -> None:
+    def submit(self, buf: bytes | bytearray, n: int) -> None:
+        if self._error is not None:
+            raise self._error
         if self._thread is None:
             self._sha.update(memoryview(buf)[:n])
-            self._free.put(buf)
+            self._give_back(buf)
         else:
             self._todo.put((buf, n))
+
+    def close(self) -> None:
+        self._stop()
 
     def hexdigest(self) -> str:
         """Wait for the queued buffers to be hashed; the digest of everything submitted."""
@@ -287,7 +264,11 @@ class _Sha256Worker:
                     self._sha.update(memoryview(buf)[:n])
                 except BaseException as exc:  # pragma: no cover - e.g. MemoryError
                     self._error = exc
-            self._free.put(buf)  # always: the reader may be waiting for it
+            self._give_back(buf)  # always: the reader may be waiting for it
+
+    def _give_back(self, buf: bytes | bytearray) -> None:
+        if isinstance(buf, bytearray):
+            self._free.put(buf)
 
 
 class StreamingWriter:
