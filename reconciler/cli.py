@@ -141,6 +141,101 @@ def init(obj: Context, force: bool) -> None:
 
 
 @main.command()
+@click.argument("source")
+@click.option("--name", help="Official name [default: from the source].")
+@click.option("--type", "type_", help="llm | diffusion | embedding | audio | vision | other.")
+@click.option("--family", help="Free slug: sdxl, flux, llama...")
+@click.option("--kind", help="checkpoint, lora, vae, text_encoder, gguf...")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeat for more).")
+@click.option("--id", "model_id", help="An explicit id <type>/<family>/<name>.")
+@click.option(
+    "--mode", type=click.Choice(["copy", "hardlink", "move"]), help="Import mode of a path."
+)
+@click.pass_obj
+@_handle_errors
+def add(
+    obj: Context,
+    source: str,
+    name: str | None,
+    type_: str | None,
+    family: str | None,
+    kind: str | None,
+    tags: tuple[str, ...],
+    model_id: str | None,
+    mode: str | None,
+) -> None:
+    """Add a model to the manifest, keeping its comments. SOURCE: hf:org/repo[@rev][:glob], a
+    URL, or a path."""
+    from reconciler import manifest_edit
+    from reconciler.errors import InvalidInputError, Problem
+
+    parsed = manifest_edit.parse_source(source, obj.manifest_path, mode)
+    missing = [flag for flag, value in (("--type", type_), ("--family", family), ("--kind", kind))
+               if not value]  # fmt: skip
+    if missing:
+        raise InvalidInputError(
+            [
+                Problem(
+                    str(obj.manifest_path),
+                    None,
+                    "models",
+                    f"the new model needs {', '.join(missing)}",
+                    "give them, e.g. --type diffusion --family sdxl --kind lora",
+                )
+            ]
+        )
+    entry: dict[str, Any] = {"name": name or manifest_edit.default_name(parsed)}
+    if model_id:
+        entry["id"] = model_id
+    entry |= {"type": type_, "family": family, "kind": kind, "source": parsed}
+    if tags:
+        entry["tags"] = list(tags)
+    done = manifest_edit.add_model(obj.manifest_path, entry)
+    click.echo(f"{done.summary} in {obj.manifest_path}; 'mlib plan' shows what it brings")
+
+
+@main.command()
+@click.argument("model_id")
+@click.argument("target")
+@click.option("--versions", help="The app versions that see the model (a range).")
+@click.option("--disable", is_flag=True, help="Do not link the model into this app.")
+@click.option("--enable", is_flag=True, help="Link it again.")
+@click.option("--folder", help="Link into this folder of the app instead (relative).")
+@click.option("--filename", help="Link under this file name instead.")
+@click.pass_obj
+@_handle_errors
+def override(
+    obj: Context,
+    model_id: str,
+    target: str,
+    versions: str | None,
+    disable: bool,
+    enable: bool,
+    folder: str | None,
+    filename: str | None,
+) -> None:
+    """Change how MODEL_ID is linked into the app TARGET, keeping the manifest's comments."""
+    from reconciler import manifest_edit
+
+    if disable and enable:
+        raise click.UsageError("--disable and --enable contradict each other")
+    if not (versions or disable or enable or folder or filename):
+        raise click.UsageError(
+            "say what to change: --versions, --disable, --enable, --folder, --filename"
+        )
+    done = manifest_edit.set_override(
+        obj.manifest_path,
+        model_id,
+        target,
+        versions=versions,
+        enabled=False if disable else True if enable else None,
+        folder=folder,
+        filename=filename,
+    )
+    click.echo(f"{done.summary}; 'mlib plan' shows the links that change")
+
+
+@main.command()
 @click.pass_obj
 @_handle_errors
 def validate(obj: Context) -> None:

@@ -279,7 +279,7 @@ LAYERS = {"__init__": 0, "errors": 0, "model": 0, "document": 0, "facts": 0, "ac
           "loaders": 2, "index": 2, "library": 2, "observe": 2, "hashing": 2, "durable": 2,
           "doctor": 2, "translation_files": 2, "forked": 2, "stamps": 2, "lockfile": 2,
           "resolve": 2, "sources": 2, "sources.hf": 2, "sources.url": 2, "sources.http": 2,
-          "fsops": 3, "lock": 3, "executor": 3, "cache": 3,
+          "fsops": 3, "lock": 3, "executor": 3, "cache": 3, "manifest_edit": 3,
           "api": 4, "render": 4, "cli": 4}  # fmt: skip
 #: Modules of layers L0/L1: values and pure logic.
 PURE = tuple(module for module, layer in LAYERS.items() if layer <= 1)

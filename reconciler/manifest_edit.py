@@ -1,0 +1,223 @@
+"""Edit ``mlib.yaml`` from the command line, keeping its comments, order and formatting (layer L3).
+
+``mlib add`` appends a model; ``mlib override`` changes one model's ``apps:`` entry for one app
+target. The file is read with ruamel.yaml's round-trip loader (pyyaml drops comments), changed
+in memory, and the new text is checked exactly as ``mlib validate`` checks a manifest before it
+replaces the old one atomically: an edit that would make the manifest invalid raises the usual
+:class:`~reconciler.errors.InvalidInputError` and leaves the file byte-identical.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from reconciler.errors import InvalidInputError, Problem
+from reconciler.fsops import atomic_write
+from reconciler.loaders import display_name, load_manifest, read_text
+from reconciler.model import Manifest
+
+
+@dataclass(frozen=True)
+class Edit:
+    """What an edit did: the model it concerns and a line saying what changed."""
+
+    model_id: str
+    summary: str
+
+
+def parse_source(text: str, manifest_path: Path, mode: str | None = None) -> dict[str, Any]:
+    """A manifest ``source:`` mapping for ``SOURCE`` as typed: ``hf:org/repo[@rev][:glob]``, an
+    ``http(s)://`` URL, or a path (kept relative to the manifest's folder when inside it)."""
+    if text.startswith("hf:"):
+        rest = text[3:]
+        repo, _, pattern = rest.partition(":")
+        repo, _, revision = repo.partition("@")
+        out: dict[str, Any] = {"hf": repo}
+        if revision:
+            out["revision"] = revision
+        if pattern:
+            out["files"] = [pattern]
+        return out
+    if text.startswith(("http://", "https://")):
+        return {"url": text}
+    path = Path(text).expanduser()
+    absolute = Path(os.path.abspath(path))
+    base = Path(os.path.abspath(manifest_path)).parent
+    try:
+        shown = absolute.relative_to(base).as_posix()
+    except ValueError:
+        shown = str(absolute)
+    out = {"path": shown}
+    if mode is not None:
+        out["mode"] = mode
+    return out
+
+
+def default_name(source: Mapping[str, Any]) -> str:
+    """A model name from its source: the repo's name, or the file's name without extension."""
+    if "hf" in source:
+        return str(source["hf"]).rsplit("/", 1)[-1]
+    if "url" in source:
+        last = unquote(urlsplit(str(source["url"])).path.rstrip("/").rsplit("/", 1)[-1])
+        return PurePosixPath(last).stem or last or "model"
+    return PurePosixPath(str(source["path"]).rstrip("/")).stem or "model"
+
+
+def add_model(manifest_path: Path, entry: Mapping[str, Any]) -> Edit:
+    """Append the model ``entry`` (name, type, family, kind, source, tags...) to ``models:``."""
+    doc, yaml = _load(manifest_path)
+    models = doc.get("models")
+    if models is None:
+        from ruamel.yaml.comments import CommentedSeq
+
+        models = doc["models"] = CommentedSeq()
+    new = _block(entry)
+    models.append(new)
+    manifest = _write_checked(manifest_path, doc, yaml)
+    return Edit(manifest.models[-1].id, f"added {manifest.models[-1].id}")
+
+
+def set_override(
+    manifest_path: Path,
+    model_id: str,
+    target: str,
+    *,
+    versions: str | None = None,
+    enabled: bool | None = None,
+    folder: str | None = None,
+    filename: str | None = None,
+) -> Edit:
+    """Change the ``apps: {target: ...}`` override of the model ``model_id``.
+
+    A plain range or ``false`` stays in that short form when nothing else is set; otherwise the
+    override becomes ``{versions, enabled, folder, filename}`` with the keys given.
+    """
+    current = load_manifest(manifest_path)
+    index = next((i for i, m in enumerate(current.models) if m.id == model_id), None)
+    if index is None:
+        known = ", ".join(m.id for m in current.models[:5]) or "none"
+        raise InvalidInputError(
+            [
+                Problem(
+                    display_name(manifest_path),
+                    None,
+                    "models",
+                    f"no model with id '{model_id}'",
+                    f"use an id 'mlib list' shows (e.g. {known})",
+                )
+            ]
+        )
+    doc, yaml = _load(manifest_path)
+    model = doc["models"][index]
+    apps = model.get("apps")
+    if apps is None:
+        from ruamel.yaml.comments import CommentedMap
+
+        apps = model["apps"] = CommentedMap()
+    value = apps.get(target)
+    fields = _fields(value)
+    if versions is not None:
+        fields["versions"] = versions
+    if enabled is not None:
+        fields["enabled"] = enabled
+    if folder is not None:
+        fields["folder"] = folder
+    if filename is not None:
+        fields["filename"] = filename
+    short = _short(fields)
+    if short is None:  # back to the defaults: the entry goes
+        apps.pop(target, None)
+        if not apps:
+            del model["apps"]
+    else:
+        apps[target] = short
+    _write_checked(manifest_path, doc, yaml)
+    said = ", ".join(f"{k}={v}" for k, v in fields.items()) or "defaults"
+    return Edit(model_id, f"{model_id}: {target} override is now {said}")
+
+
+def _fields(value: object) -> dict[str, Any]:
+    """An override in its long form: ``{versions, enabled, folder, filename}``."""
+    if value is None:
+        return {}
+    if value is False:
+        return {"enabled": False}
+    if isinstance(value, str):
+        return {"versions": value}
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {}
+
+
+def _short(fields: dict[str, Any]) -> Any:
+    """The override as people write it: ``false``, a range, or a mapping."""
+    if fields.get("enabled") is True:
+        del fields["enabled"]  # the default
+    if not fields:
+        return None
+    if fields == {"enabled": False}:
+        return False
+    if set(fields) == {"versions"}:
+        return fields["versions"]
+    from ruamel.yaml.comments import CommentedMap
+
+    out = CommentedMap()
+    for key in ("versions", "enabled", "folder", "filename"):
+        if key in fields:
+            out[key] = fields[key]
+    for key, value in fields.items():  # anything else the user had keeps its place at the end
+        if key not in out:
+            out[key] = value
+    out.fa.set_flow_style()
+    return out
+
+
+def _block(entry: Mapping[str, Any]) -> Any:
+    """``entry`` as a block mapping (its ``source`` and small lists in flow style, as the
+    example manifest writes them)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    out = CommentedMap()
+    for key, value in entry.items():
+        if isinstance(value, Mapping):
+            inner = CommentedMap(value)
+            inner.fa.set_flow_style()
+            out[key] = inner
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            seq = CommentedSeq(value)
+            seq.fa.set_flow_style()
+            out[key] = seq
+        else:
+            out[key] = value
+    return out
+
+
+def _load(manifest_path: Path) -> tuple[Any, Any]:
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round-trip: comments, order, quotes and flow styles kept
+    yaml.preserve_quotes = True
+    yaml.width = 100
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    doc = yaml.load(read_text(manifest_path, "manifest"))
+    if not isinstance(doc, dict):
+        raise InvalidInputError(
+            [Problem(display_name(manifest_path), None, "", "not a mapping", "run 'mlib validate'")]
+        )
+    return doc, yaml
+
+
+def _write_checked(manifest_path: Path, doc: Any, yaml: Any) -> Manifest:
+    """Write ``doc`` if it is a valid manifest; raise with every problem (file untouched) if not."""
+    buffer = io.StringIO()
+    yaml.dump(doc, buffer)
+    text = buffer.getvalue()
+    manifest = load_manifest(manifest_path, text=text)  # raises InvalidInputError, file untouched
+    atomic_write(manifest_path, text.encode("utf-8"))
+    return manifest
