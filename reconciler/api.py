@@ -437,7 +437,10 @@ def apply(
         with open_index(root) as index:
             from reconciler.executor import Executor
 
-            report = Executor(root, index, utc_now, progress, jobs=jobs).run(result.plan)
+            runner = Executor(
+                root, index, utc_now, progress, jobs=jobs, offline=result.options.offline
+            )
+            report = runner.run(result.plan)
         _lock_downloads(manifest, report)
     return ApplyResult(result.plan, report)
 
@@ -505,7 +508,11 @@ def lock(manifest_path: Path) -> LockReport:
     """
     manifest = cache.remembered_manifest(cache.ManifestInput.read(manifest_path))
     path = lockfile.lock_path(manifest)
-    old = lockfile.read_lock(path)
+    try:
+        old = lockfile.read_lock(path)
+    except LockFileError as exc:  # what 'mlib lock' is for: write it again, from scratch
+        log.warning("%s; writing a new one", exc)
+        old = {}
     library = observe.observe_library(manifest.library)
     resolved = resolve.resolve_remotes(manifest, library, old, fresh=True)
     entries: dict[str, lockfile.LockEntry] = {}

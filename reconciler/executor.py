@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import fsops
 from reconciler.actions import Action, ActionKind, ImportFile, Plan
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, SourceError
 from reconciler.facts import LinkRecord
 from reconciler.hashing import FileHashes, copy_and_hash, hash_file
 from reconciler.index import Index
@@ -84,13 +84,16 @@ class Executor:
         progress: Progress | None = None,
         *,
         jobs: int = 1,
+        offline: bool = False,
     ):
         self.root = root
         self.index = index
         self.clock = clock
         self.progress = progress
         self.jobs = max(1, jobs)
+        self.offline = offline
         self._http: Client | None = None
+        self._failed: dict[str, OSError | ReconcilerError] = {}  # prefetch failures, by file
 
     def run(self, plan: Plan) -> Report:
         try:
@@ -173,8 +176,10 @@ class Executor:
     def _prefetch_one(self, a: Action, f: ImportFile) -> None:
         try:
             self._fetch(a, f)
-        except (OSError, ReconcilerError) as exc:
-            log.info("%s/%s: %s (its action tries again)", a.model, f.dest, _describe(exc))
+        except Exception as exc:  # kept for the file's action, which reports it (no 2nd retry)
+            log.info("%s/%s: %s", a.model, f.dest, _describe(exc))
+            kept = exc if isinstance(exc, OSError | ReconcilerError) else None
+            self._failed[_fetch_key(f)] = kept or ReconcilerError(_describe(exc))
 
     def _fetch(self, a: Action, f: ImportFile) -> tuple[Path, FileHashes]:
         """The verified file of ``f`` in ``.mlib/staging/partial/`` and its hashes: fetched by an
@@ -184,12 +189,26 @@ class Executor:
         key = _fetch_key(f)
         done = self.root / PARTIAL / key
         hashes = _fetched(done, f)
+        if hashes is None and key in self._failed:
+            raise self._failed.pop(key)
+        if hashes is None and self.offline:
+            raise SourceError(
+                f"{a.model}/{f.dest}: offline (--offline or HF_HUB_OFFLINE), so not downloaded",
+                "apply again online",
+            )
         if hashes is None:
-            headers = _source_headers(json.loads(a.data)["metadata"]["source"])
+            data = json.loads(a.data)
+            single = len(a.files) == 1
             job = http.Fetch(
-                f.source, done.with_name(key + ".part"), done, f.size, f.sha256 or None,
-                headers, what=f"{a.model}/{f.dest}",
-            )  # fmt: skip
+                url=f.source,
+                part=done.with_name(key + ".part"),
+                dest=done,
+                size=f.size,
+                sha256=f.sha256 or None,
+                etag=str(data.get("etag") or "") if single else "",
+                headers=_headers(data["metadata"]["source"], f.source),
+                what=f"{a.model}/{f.dest}",
+            )
             progress = None if self.progress is None else (lambda n: self.progress(a, n))  # type: ignore[misc]
             hashes = http.download(job, self._client(), progress=progress)
             _remember_fetched(done, hashes)
@@ -368,16 +387,17 @@ class Executor:
         return "" if rel == "." else rel.replace(os.sep, "/")
 
 
-def _source_headers(source: dict[str, Any]) -> dict[str, str]:
-    """Request headers for a download of ``source`` (the Hub's, with its token; or a URL host's
-    token from the environment). Never logged or written."""
+def _headers(source: dict[str, Any], url: str) -> dict[str, str]:
+    """Request headers for fetching ``url`` of ``source``: the Hub's (with its token) only when
+    ``url`` is on the Hub mlib talks to; a URL host's token only for that host (a lock naming
+    another host gets no token). Never logged or written."""
     if "hf" in source:
         from reconciler.sources import hf
 
-        return hf.headers()
-    from reconciler.sources import url
+        return hf.headers_for(url)
+    from reconciler.sources import url as url_source
 
-    return url.headers(source["url"])
+    return url_source.headers(url)
 
 
 def _fetch_key(f: ImportFile) -> str:

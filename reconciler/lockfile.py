@@ -77,14 +77,18 @@ def entry_of(
     """A lock entry for resolved ``facts``. Hashes not published (a URL's, a small Hub file's)
     are taken from ``known`` (the library's metadata) or ``old`` (the previous entry) when those
     are of the same origin, by file path."""
-    hashes: dict[str, tuple[str | None, str | None]] = {}
-    if old is not None and old.origin == facts.origin:
-        hashes.update({f.path: (f.sha256, f.blake3) for f in old.files})
-    if known is not None and known.origin == facts.origin:
-        hashes.update({f.path: (f.sha256, f.blake3) for f in known.files})
+    # Recorded hashes hold only for the same file: same origin, same ETag (a URL's file can
+    # change under the same address), same size.
+    hashes: dict[str, tuple[int, str | None, str | None]] = {}
+    if old is not None and old.origin == facts.origin and old.etag == facts.etag:
+        hashes.update({f.path: (f.size, f.sha256, f.blake3) for f in old.files})
+    if known is not None and known.origin == facts.origin and not facts.etag:
+        hashes.update({f.path: (f.size, f.sha256, f.blake3) for f in known.files})
     files = []
     for f in facts.files:
-        sha256, blake3 = hashes.get(f.path, (None, None))
+        size, sha256, blake3 = hashes.get(f.path, (-1, None, None))
+        if f.size >= 0 and size != f.size:
+            sha256, blake3 = None, None
         if f.sha256 and sha256 not in (None, f.sha256):
             sha256, blake3 = f.sha256, None  # published and recorded differ: the Hub is right
         files.append(LockedFile(f.path, f.url, f.size, f.sha256 or sha256, blake3))
@@ -125,6 +129,10 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
     except json.JSONDecodeError as exc:
         raise LockFileError(
             f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); run 'mlib lock' to write it again"
+        ) from None
+    except RecursionError:
+        raise LockFileError(
+            f"{path}: nested too deeply to be a lock; run 'mlib lock' to write it again"
         ) from None
     return _entries(data, path)
 
@@ -184,8 +192,8 @@ def _file(item: object, where: str, bad: Any) -> LockedFile:
     path, url, size = item.get("path"), item.get("url"), item.get("size")
     if not isinstance(path, str) or not path:
         raise bad(f"{where}.path", "must be a non-empty string")
-    if not isinstance(url, str) or not url:
-        raise bad(f"{where}.url", "must be a non-empty string")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise bad(f"{where}.url", "must be an http(s) URL")
     if not isinstance(size, int) or isinstance(size, bool) or size < -1:
         raise bad(f"{where}.size", "must be an integer >= -1")
     hashes = []

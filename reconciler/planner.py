@@ -36,7 +36,13 @@ from reconciler.facts import (
     RemoteFacts,
     SourceFacts,
 )
-from reconciler.metadata import metadata_to_dict, overrides_to_dict, source_to_dict
+from reconciler.metadata import (
+    METADATA_FILE,
+    OVERRIDES_FILE,
+    metadata_to_dict,
+    overrides_to_dict,
+    source_to_dict,
+)
 from reconciler.model import (
     AppOverride,
     AppTarget,
@@ -220,6 +226,8 @@ def _imports(
             # A bundle keeps its published relative names: its files refer to each other.
             for rel, st in facts.files:
                 check_relpath(rel)
+                if _own_name(rel):
+                    raise NamingError(_own_name(rel))
                 out.append(ImportFile(os.path.join(facts.path, rel), rel, st.size))
         else:
             ((name, st),) = facts.files
@@ -249,15 +257,25 @@ def _downloads(
         return None
     out = []
     for f in facts.files:
+        problem = _own_name(f.path)
         try:
             check_relpath(f.path)
         except NamingError as exc:
+            problem = str(exc)
+        if problem:
             conflicts.append(
-                Conflict(ConflictKind.SOURCE, spec.id, f.url, str(exc), "exclude that file")
+                Conflict(ConflictKind.SOURCE, spec.id, f.url, problem, "exclude that file")
             )
             return None
         out.append(ImportFile(f.url, f.path, f.size, f.sha256 or ""))
     return tuple(out)
+
+
+def _own_name(path: str) -> str:
+    """Why a source file may not have ``path`` in a model folder: mlib's own files are there."""
+    if path in (METADATA_FILE, OVERRIDES_FILE):
+        return f"the source has a file named {path}, the name of mlib's own record of the model"
+    return ""
 
 
 def _override(spec: ModelSpec, target: str) -> AppOverride:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from reconciler.errors import SourceError
@@ -67,7 +67,7 @@ def resolve_remotes(
             current = entry is not None and entry.spec == spec_key(spec)
             if current and not fresh:
                 assert entry is not None
-                out[spec.id] = entry.facts(spec.id)
+                out[spec.id] = _pinned(entry.facts(spec.id), spec)
             elif locked:
                 why = "is not in mlib.lock" if entry is None else "changed since mlib.lock was made"
                 out[spec.id] = RemoteFacts(
@@ -85,6 +85,13 @@ def resolve_remotes(
                 networked = True
                 out[spec.id] = resolve_one(spec, clients)
     return Resolved(out, networked)
+
+
+def _pinned(facts: RemoteFacts, spec: ModelSpec) -> RemoteFacts:
+    """``facts`` with the manifest's sha256 pin on its single file: the pin wins over the lock."""
+    if spec.sha256 is None or len(facts.files) != 1:
+        return facts
+    return replace(facts, files=(replace(facts.files[0], sha256=spec.sha256),))
 
 
 def resolve_one(spec: ModelSpec, clients: _Clients) -> RemoteFacts:
@@ -139,6 +146,8 @@ def lock_problems(manifest: Manifest, lock: Mapping[str, LockEntry]) -> list[str
             problems.append(f"{model_id}: not in mlib.lock")
         elif entry.spec != spec_key(spec):
             problems.append(f"{model_id}: its source or pin changed in the manifest")
+        elif spec.sha256 and any(f.sha256 not in (None, spec.sha256) for f in entry.files):
+            problems.append(f"{model_id}: the lock's sha256 is not the manifest's pin")
     problems += [
         f"{m}: in mlib.lock but not a remote model of the manifest" for m in _extra(lock, remote)
     ]

@@ -313,11 +313,18 @@ def test_apply_locked_installs_the_locked_bytes_or_refuses(
     other.mkdir()
     (other / "mlib.yaml").write_text(manifest.read_text())
     (other / "mlib.lock").write_text(lock_text)
-    url_server.add("/v/vae.safetensors", blob(20_000, 6))
+    url_server.add("/v/vae.safetensors", blob(20_000, 6))  # another file, another ETag
     r = mlib(other / "mlib.yaml", "apply", "--locked", "-y")
     assert r.returncode == 1
-    assert "wrong bytes" in r.stdout + r.stderr
+    assert "the file changed on the server" in r.stdout + r.stderr
     assert not (other / "lib/diffusion/sdxl/v").exists()  # nothing installed
+
+    etag = json.loads(lock_text)["models"]["diffusion/sdxl/v"]["etag"]
+    url_server.add("/v/vae.safetensors", blob(20_000, 6), etag=etag)  # same ETag, other bytes
+    r = mlib(other / "mlib.yaml", "apply", "--locked", "-y")
+    assert r.returncode == 1
+    assert "wrong bytes" in r.stdout + r.stderr  # the locked sha256 catches it
+    assert not (other / "lib/diffusion/sdxl/v").exists()
 
     url_server.add("/v/vae.safetensors", data)  # the locked bytes again
     r = mlib(other / "mlib.yaml", "apply", "--locked", "-y")
@@ -542,3 +549,22 @@ def test_a_terminal_gets_progress_bars(tmp_path: Path, url_server: UrlServer) ->
     text = shown.decode(errors="replace")
     assert "all:" in text and "t:" in text, text[-500:]  # overall, and the model's own bar
     assert "B/s" in text and "2.00M" in text, text[-500:]  # rate, and the size to fetch
+
+
+def test_offline_apply_downloads_nothing(
+    tmp_path: Path, url_server: UrlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = url_server.add("/o/m.safetensors", blob(4000, 50))
+    manifest = project(
+        tmp_path,
+        [{"name": "O", "type": "diffusion", "family": "sdxl", "kind": "lora",
+          "source": {"url": url}}],
+    )  # fmt: skip
+    assert mlib(manifest, "lock").returncode == 0
+    before = len(url_server.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 1
+    assert "offline (--offline or HF_HUB_OFFLINE), so not downloaded" in r.stdout + r.stderr
+    assert len(url_server.requests) == before  # not one request
+    assert not (tmp_path / "lib/diffusion/sdxl/o").exists()

@@ -78,7 +78,7 @@ def resolve(
                 path=dest,
                 url=file_url(source.repo, entry.path, commit, endpoint),
                 size=int(entry.size),
-                sha256=(sha256 if single and sha256 else lfs_sha) or None,
+                sha256=(sha256 if len(chosen) == 1 and sha256 else lfs_sha) or None,
             )
         )
     return commit, tuple(files)
@@ -90,12 +90,26 @@ def file_url(repo: str, path: str, commit: str, endpoint: str | None) -> str:
     return hf_hub_url(repo, path, revision=commit, endpoint=endpoint)
 
 
-def headers() -> dict[str, str]:
-    """The Hub's request headers: user agent, and the token when there is one (sent only to the
-    Hub: the download client drops it on the redirect to the CDN)."""
+def headers_for(url: str) -> dict[str, str]:
+    """The Hub's request headers (user agent, and the token when there is one) for ``url`` when
+    it is on the Hub mlib talks to (``HF_ENDPOINT``); none for any other host, whatever a lock
+    says. The download client also drops the token on the redirect to the CDN."""
+    from huggingface_hub import constants
     from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]  # lazy export
 
+    if _origin(url) != _origin(constants.ENDPOINT):
+        return {}
     return dict(build_hf_headers())
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return ("", url, None)
 
 
 def _selected(path: str, source: HfSource) -> bool:

@@ -74,14 +74,18 @@ class Fetch:
     dest: Path
     size: int = -1  # expected size; -1 when not known
     sha256: str | None = None  # expected sha256 (lowercase hex), when known
+    etag: str = ""  # the ETag it must have (from mlib.lock), when known
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     what: str = ""  # how errors name it: the model id and file
 
 
 def shown(url: str) -> str:
     """``url`` without its query and fragment (a signed URL's signature stays out of logs)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    try:
+        parts = urlsplit(url)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    except ValueError:  # not even a URL: cut it at the query all the same
+        return url.split("?", 1)[0].split("#", 1)[0]
 
 
 class Response:
@@ -124,14 +128,21 @@ class Client:
     def open(self, method: str, url: str, headers: Mapping[str, str]) -> Response:
         """Send one request; any status comes back as a :class:`Response`. Raises
         :class:`SourceError` (``retry`` set) when no answer came (refused, reset, timed out)."""
-        request = urllib.request.Request(url, headers=dict(headers), method=method)
+        if not url.startswith(("http://", "https://")):
+            raise SourceError(f"{shown(url)} is not an http(s) URL", "fix the URL, or the lock")
         try:
+            request = urllib.request.Request(url, headers=dict(headers), method=method)
             answer = self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:  # a status >= 400: an answer all the same
             return Response(exc.code, exc.headers, exc.geturl(), exc)
+        except (ValueError, UnicodeError) as exc:  # a malformed address, refused before sending
+            raise SourceError(f"{shown(url)} is not a usable URL ({exc})", "fix the URL") from None
         except (OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
             raise _Retryable(f"connection failed ({reason})") from None
+        if answer.status is None:  # a non-HTTP answer (urllib lets file: and the like through)
+            answer.close()
+            raise SourceError(f"{shown(url)} did not answer over HTTP", "fix the URL")
         return Response(answer.status, answer.headers, answer.geturl(), answer)
 
     def close(self) -> None:
@@ -157,8 +168,11 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> urllib.request.Request | None:
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and _origin(newurl) != _origin(req.full_url):
-            new.remove_header("Authorization")
+        if new is not None:
+            if _origin(newurl) != _origin(req.full_url):
+                new.remove_header("Authorization")
+            if req.get_method() == "HEAD":  # urllib would follow a HEAD with a GET
+                new.method = "HEAD"
         return new
 
 
@@ -210,10 +224,13 @@ class _Download:
     def run(self, policy: Retry) -> FileHashes:
         attempt = 0
         while True:
+            before = self.hasher.size
             try:
                 self._request()
                 break
             except SourceError as exc:
+                if self.hasher.size > before:
+                    attempt = 0  # bytes came: a flaky link, not a dead one; the budget restarts
                 if not exc.retry or attempt + 1 >= policy.attempts:
                     raise SourceError(f"{self.what}: {exc.message}", exc.fix) from None
                 wait = policy.delay(attempt, getattr(exc, "retry_after", None))
@@ -258,20 +275,39 @@ class _Download:
                 raise _Retryable("the server refused the resume range", 0.0)
             if status >= 400:
                 raise _status_error(status)
+            if status not in (200, 206):  # a redirect loop, 300, 304...: not the file
+                raise SourceError(
+                    f"the server answered {status} instead of the file",
+                    "check the URL (a redirect that never ends, or a page instead of a file)",
+                )
+            etag = response.headers.get("ETag", "")
+            if fetch.etag and etag and etag != fetch.etag:
+                self._restart(keep=False)
+                raise SourceError(
+                    f"the file changed on the server (ETag {etag}, mlib.lock has {fetch.etag})",
+                    "run 'mlib lock' to resolve it again, review, then apply",
+                )
+            start, total = _span(response)
+            if have and status == 206 and not self.part.same(etag, total):
+                # Resumed, but the server now has another file (If-Range not honoured, or no
+                # ETag to ask with): never splice two files; fetch the new one whole.
+                log.info("%s: the file changed on the server; starting over", self.what)
+                self._restart(keep=False)
+                raise _Retryable("the file changed on the server since the part was fetched", 0.0)
             if have and status == 200:  # Range ignored, or the file changed (If-Range)
                 log.info("%s: the server sends the whole file; starting over", self.what)
                 self._restart(keep=False)
                 have = 0
-            start, total = _span(response)
             if start != have:
                 self._restart(keep=False)
                 raise _Retryable("the server resumed at the wrong byte", 0.0)
             if fetch.size >= 0 and total >= 0 and total != fetch.size:
+                self._restart(keep=False)
                 raise SourceError(
                     f"the server says the file has {total} bytes, {fetch.size} were expected",
                     "the remote file changed: run 'mlib lock' to resolve it again",
                 )
-            self.part.begin(response.headers.get("ETag", ""), total)
+            self.part.begin(etag, total)
             self._append(response)
         expected = fetch.size if fetch.size >= 0 else self.part.total
         if expected >= 0 and self.hasher.size < expected:
@@ -284,13 +320,17 @@ class _Download:
         try:
             out = StreamingWriter(fd, os.fstat(fd).st_size)  # writeback as it goes: the final
             # fsync has little left, and a large download does not fill the page cache
-            while data := response.read1(CHUNK):
-                out.write(memoryview(data))
+            while data := _receive(response):
+                try:
+                    out.write(memoryview(data))
+                except OSError as exc:  # the disk, not the network: no retry helps
+                    raise SourceError(
+                        f"cannot write {self.fetch.part} ({exc.strerror})",
+                        "free some space (the part is kept: apply again resumes it)",
+                    ) from None
                 self.hasher.update(data)
                 if progress is not None:
                     progress(len(data))
-        except (OSError, http.client.HTTPException) as exc:  # reset, timed out, bad chunk
-            raise _Retryable(f"connection failed ({type(exc).__name__})") from None
         finally:
             os.fsync(fd)
             os.close(fd)
@@ -327,14 +367,29 @@ def _span(response: Response) -> tuple[int, int]:
     return 0, int(length) if length and length.isdigit() else -1
 
 
+def _receive(response: Response) -> bytes:
+    """The next piece of the body; a lost connection is worth another attempt."""
+    try:
+        return response.read1(CHUNK)
+    except (OSError, http.client.HTTPException) as exc:  # reset, timed out, bad chunk
+        raise _Retryable(f"connection failed ({type(exc).__name__})") from None
+
+
 def _retry_after(response: Response) -> float | None:
-    value = response.headers.get("Retry-After")
+    """Seconds a ``Retry-After`` asks for (a number or an HTTP date); None when absent or
+    unreadable (the backoff decides then)."""
+    value = (response.headers.get("Retry-After") or "").strip()
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value)
-    when = email.utils.parsedate_to_datetime(value) if value else None
-    return None if when is None else max(0.0, when.timestamp() - time.time())
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _status_error(status: int) -> SourceError:
@@ -389,6 +444,13 @@ class _Part:
             progress(have)
         log.info("%s: resuming after %d bytes", shown(self.fetch.url), have)
         return have
+
+    def same(self, etag: str, total: int) -> bool:
+        """Whether an answer with ``etag`` and ``total`` is of the file the part holds the
+        start of (what is known of each side must agree)."""
+        if etag and self.etag and etag != self.etag:
+            return False
+        return not (total >= 0 and self.total >= 0 and total != self.total)
 
     def begin(self, etag: str, total: int) -> None:
         """Record what the bytes about to be appended are, before appending them."""

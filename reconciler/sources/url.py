@@ -28,7 +28,10 @@ def describe(source: UrlSource) -> str:
 
 def token_variable(url: str) -> str:
     """The environment variable holding the token for ``url``'s host."""
-    host = (urlsplit(url).hostname or "").upper()
+    try:
+        host = (urlsplit(url).hostname or "").upper()
+    except ValueError:  # not a URL: no host, no token
+        host = ""
     return "MLIB_TOKEN_" + re.sub(r"[^A-Z0-9]", "_", host)
 
 
@@ -67,10 +70,13 @@ def resolve(
     size = int(length) if length.isdigit() and status == 200 else -1
     name = _name(source, response.url, response.headers.get("Content-Disposition", ""))
     etag = response.headers.get("ETag", "")
-    return response.url, etag, RemoteFile(name, source.url, size, sha256)
+    # The final address names where the file came from; its query (a CDN's signature, a
+    # token) is left out of the lock, the metadata and the plan.
+    return shown(response.url), etag, RemoteFile(name, source.url, size, sha256)
 
 
 def _name(source: UrlSource, final: str, disposition: str) -> str:
+    """The file's name: the manifest's, the server's, or the URL's last segment, cleaned."""
     if source.filename:
         candidate, origin = source.filename, "the manifest's filename"
     elif filename := _disposition_filename(disposition):
