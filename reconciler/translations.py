@@ -29,7 +29,9 @@ Matching, :func:`links_for`
     case-insensitive, the same on every OS) matched against the file's own name, not its folder.
     A ``file`` rule wants one link per target, named after the file; a ``folder`` rule wants the
     whole model folder linked once per target, named after the model's cleaned name, however many
-    files it accepted. Targets may use the placeholders ``{family}``, ``{type}`` and ``{kind}``.
+    files it accepted. Targets may use the placeholders ``{family}``, ``{type}`` and ``{kind}``,
+    and ``{model}``, the model's cleaned name (its own folder name in the library), for apps that
+    want one folder per model (LM Studio's ``<publisher>/<model>/``, llama.cpp's router).
 """
 
 from __future__ import annotations
@@ -69,7 +71,10 @@ __all__ = [
 ]
 
 #: The names a target folder may use in braces; each is filled from the model.
-PLACEHOLDERS: tuple[str, ...] = ("family", "kind", "type")
+PLACEHOLDERS: tuple[str, ...] = ("family", "kind", "model", "type")
+
+#: What each placeholder is called in error messages.
+_PLACEHOLDER_WORDS = {"model": "cleaned name"}
 
 #: Kinds the bundled translations use beyond :data:`reconciler.model.KNOWN_KINDS`.
 EXTRA_KINDS: tuple[str, ...] = ("classifier", "latent_upscaler", "model_patch")
@@ -78,6 +83,7 @@ EXTRA_KINDS: tuple[str, ...] = ("classifier", "latent_upscaler", "model_patch")
 DEFAULT_VARIANT = "default"
 
 _BRACED = re.compile(r"\{([^{}]*)\}")
+_MODEL_MARK = "{model}"
 _LIST_FIELDS = ("type", "kind", "family", "tags", "exclude_tags", "files")
 
 
@@ -152,11 +158,12 @@ class Translation:
     description: str = ""
     #: What :func:`links_for` worked out once, not part of the value (no repr, no comparison):
     #: by (type, family, kind, tags), the positions of the rules that accept such a model but
-    #: for their file patterns; by (position, type, family, kind), a rule's filled-in targets.
+    #: for their file patterns; by (position, type, family, kind, cleaned name or "" when the
+    #: rule's targets do not use {model}), a rule's filled-in targets.
     _candidates: dict[tuple[str, str, str, tuple[str, ...]], tuple[int, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
-    _filled: dict[tuple[int, str, str, str], tuple[str, ...]] = field(
+    _filled: dict[tuple[int, str, str, str, str], tuple[str, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
@@ -316,15 +323,16 @@ def links_for(
         if i is None:
             continue
         rule = rules[i]
-        folders = filled.get((i, type, family, kind))
+        model = cleaned_name if any(_MODEL_MARK in t for t in rule.targets) else ""
+        folders = filled.get((i, type, family, kind, model))
         if folders is None:  # raises where it always did, and then remembers nothing
-            values = {"family": family, "type": type, "kind": kind}
+            values = {"family": family, "type": type, "kind": kind, "model": cleaned_name}
             done = []
             for target in rule.targets:
                 done.append(_fill(translation, target, values))
                 if rule.link is LinkScope.FOLDER:
                     _link_name(translation, cleaned_name)
-            folders = filled[(i, type, family, kind)] = tuple(done)
+            folders = filled[(i, type, family, kind, model)] = tuple(done)
         if rule.link is LinkScope.FOLDER:
             link_name = _link_name(translation, cleaned_name)
             wants.update(LinkWant(None, folder, link_name) for folder in folders)
@@ -341,9 +349,10 @@ def _fill(translation: Translation, target: str, values: Mapping[str, str]) -> s
         text = values[key]
         reason = _unsafe_component(text)
         if reason:
+            word = _PLACEHOLDER_WORDS.get(key, key)
             raise TranslationError(
-                f"{translation.source}: target {target!r}: the model's {key} {text!r} cannot be "
-                f"part of a folder name ({reason}) (give the model a plain {key}, or drop "
+                f"{translation.source}: target {target!r}: the model's {word} {text!r} cannot be "
+                f"part of a folder name ({reason}) (give the model a plain {word}, or drop "
                 f"{{{key}}} from the target)"
             )
         return text
@@ -522,12 +531,12 @@ def _target_problem(target: str) -> tuple[str, str] | None:
     unknown = sorted({n for n in _BRACED.findall(target) if n not in PLACEHOLDERS})
     if unknown:
         names = ", ".join(f"{{{n}}}" for n in unknown)
-        return f"unknown placeholder {names}", "use only {family}, {type} or {kind}"
+        return f"unknown placeholder {names}", "use only {family}, {type}, {kind} or {model}"
     filled = _BRACED.sub("x", target)
     if "{" in filled or "}" in filled:
         return (
             f"target {target!r} has a '{{' or '}}' outside a placeholder",
-            "write placeholders as {family}, {type} or {kind}",
+            "write placeholders as {family}, {type}, {kind} or {model}",
         )
     try:
         check_relpath(filled)

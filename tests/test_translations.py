@@ -241,6 +241,307 @@ def test_validate_finds_no_problem_in_the_bundled_files() -> None:
     assert translation_problems([]) == []
 
 
+# --- the other bundled apps: A1111, Forge, SwarmUI, LM Studio, llama.cpp -----------------------
+
+# file name -> (app, a version it must be chosen for, a source its description must cite);
+# docs/app-folders.md explains each layout
+OTHER_APPS = {
+    "a1111_1.0.0_default.json": ("a1111", "1.10.1", "bef51aed032c0aaa5cfd80445bc4cf0d85b408b5"),
+    "forge_0.0.1_default.json": ("forge", "0.0.17", "lllyasviel/stable-diffusion-webui-forge"),
+    "forge_2.0.0_default.json": ("forge", "2.0.1", "dfdcbab685e57677014f05a3309b48cc87383167"),
+    "swarmui_0.5.0_default.json": ("swarmui", "0.9.2", "mcmonkeyprojects/SwarmUI"),
+    "swarmui_0.9.3_default.json": (
+        "swarmui",
+        "0.9.8.2",
+        "062407c7bb488fc76ac61044cb929f0d0a30e60f",
+    ),
+    "lmstudio_0.2.0_default.json": ("lmstudio", "0.3.20", "lmstudio-ai/docs"),
+    "llamacpp_0_default.json": ("llamacpp", "0", "common/preset.cpp"),
+}
+
+
+def bundled(name: str) -> Translation:
+    (t,) = [t for t in BUNDLED if t.source == "<bundled>/translations/" + name]
+    return t
+
+
+A1111 = bundled("a1111_1.0.0_default.json")
+FORGE1 = bundled("forge_0.0.1_default.json")
+FORGE2 = bundled("forge_2.0.0_default.json")
+SWARM_OLD = bundled("swarmui_0.5.0_default.json")
+SWARM = bundled("swarmui_0.9.3_default.json")
+LMSTUDIO = bundled("lmstudio_0.2.0_default.json")
+LLAMACPP = bundled("llamacpp_0_default.json")
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_APPS))
+def test_each_new_app_file_is_bundled_valid_and_cites_its_sources(name: str) -> None:
+    from jsonschema import Draft202012Validator
+
+    path = REPO / "translations" / name
+    schema = json.loads(schema_text("translation"))
+    assert list(Draft202012Validator(schema).iter_errors(json.loads(path.read_text()))) == []
+    t = bundled(name)
+    app, _, source = OTHER_APPS[name]
+    assert (t.app, t.variant) == (app, "default")
+    assert source in t.description, f"{name} does not cite {source}"
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_APPS))
+def test_each_app_id_selects_its_file(name: str) -> None:
+    app, version, _ = OTHER_APPS[name]
+    assert select(USER, BUNDLED, app, "default", version).source.endswith("/" + name)
+
+
+@pytest.mark.parametrize(
+    ("app", "version", "expected"),
+    [
+        ("a1111", "1.0.0", "a1111_1.0.0_default.json"),
+        ("a1111", "1.5.2", "a1111_1.0.0_default.json"),
+        ("forge", "0.0.1", "forge_0.0.1_default.json"),
+        ("forge", "1.0.2", "forge_0.0.1_default.json"),
+        ("forge", "1.99", "forge_0.0.1_default.json"),
+        ("forge", "2.0.0", "forge_2.0.0_default.json"),
+        ("forge", "2.1", "forge_2.0.0_default.json"),
+        ("swarmui", "0.6.5", "swarmui_0.5.0_default.json"),
+        ("swarmui", "0.9.2.2", "swarmui_0.5.0_default.json"),
+        ("swarmui", "0.9.3", "swarmui_0.9.3_default.json"),
+        ("swarmui", "0.9.3.0", "swarmui_0.9.3_default.json"),
+        ("swarmui", "0.9.4.1", "swarmui_0.9.3_default.json"),
+        ("lmstudio", "0.2.31", "lmstudio_0.2.0_default.json"),
+        ("lmstudio", "0.4.13", "lmstudio_0.2.0_default.json"),
+        ("llamacpp", "7000", "llamacpp_0_default.json"),
+    ],
+)
+def test_version_boundaries_of_the_new_apps(app: str, version: str, expected: str) -> None:
+    assert select(USER, BUNDLED, app, "default", version).source.endswith("/" + expected)
+
+
+def test_the_new_apps_are_named_when_an_app_is_unknown() -> None:
+    with pytest.raises(TranslationError) as caught:
+        select(USER, BUNDLED, "automatic1111", "default", "1.10.1")
+    for app in ("a1111", "comfyui", "forge", "llamacpp", "lmstudio", "swarmui"):
+        assert app in str(caught.value)
+
+
+# kind, type, file, folder (None: A1111 has no folder for it)
+A1111_FOLDERS = [
+    ("checkpoint", "diffusion", "sd_xl_base_1.0.safetensors", "models/Stable-diffusion"),
+    ("checkpoint", "diffusion", "v1-5-pruned-emaonly.ckpt", "models/Stable-diffusion"),
+    ("checkpoint", "diffusion", "v1-5-pruned-emaonly.yaml", "models/Stable-diffusion"),
+    ("lora", "diffusion", "my_lora.safetensors", "models/Lora"),
+    ("lora", "diffusion", "old_lora.pt", "models/Lora"),
+    ("vae", "diffusion", "sdxl_vae.safetensors", "models/VAE"),
+    ("embedding", "diffusion", "easynegative.safetensors", "embeddings"),
+    ("embedding", "diffusion", "bad_prompt.pt", "embeddings"),
+    ("hypernetwork", "diffusion", "hn.pt", "models/hypernetworks"),
+    ("upscaler", "vision", "4x-UltraSharp.pth", "models/ESRGAN"),
+    ("controlnet", "diffusion", "control_v11p_sd15_canny.pth", "models/ControlNet"),
+    ("ipadapter", "diffusion", "ip-adapter_sd15.bin", "models/ControlNet"),
+    # what A1111 would not list
+    ("upscaler", "vision", "4x-UltraSharp.safetensors", None),
+    ("hypernetwork", "diffusion", "hn.safetensors", None),
+    ("embedding", "diffusion", "preview.png", None),
+    ("text_encoder", "diffusion", "t5xxl_fp16.safetensors", None),
+    ("diffusion_model", "diffusion", "flux1-dev.safetensors", None),
+    ("gguf", "diffusion", "flux1-dev-Q8_0.gguf", None),
+    ("vae_approx", "diffusion", "vaeapprox-sdxl.pt", None),
+    ("clip_vision", "vision", "clip_vision_g.safetensors", None),
+    ("diffusers", "diffusion", "model_index.json", None),
+]
+
+
+@pytest.mark.parametrize(("kind", "type_", "file", "folder"), A1111_FOLDERS)
+def test_each_kind_goes_to_its_a1111_folder(
+    kind: str, type_: str, file: str, folder: str | None
+) -> None:
+    assert folders(links(A1111, kind, [file], type=type_)) == ([] if folder is None else [folder])
+
+
+def test_webui_models_dir_is_the_data_folder_so_embeddings_sit_beside_models() -> None:
+    for t in (A1111, FORGE1, FORGE2):
+        targets = {target for rule in t.rules for target in rule.targets}
+        assert "embeddings" in targets
+        assert all(f == "embeddings" or f.startswith("models/") for f in targets)
+
+
+# kind, type, file, folder under Forge <2, folder under Forge >=2 (None: not read)
+FORGE_FOLDERS = [
+    ("checkpoint", "diffusion", "sd_xl_base_1.0.safetensors", "models/Stable-diffusion", "models/Stable-diffusion"),
+    ("checkpoint", "diffusion", "sd15.yaml", "models/Stable-diffusion", None),
+    ("checkpoint", "diffusion", "flux1-dev-bnb-nf4.gguf", None, "models/Stable-diffusion"),
+    ("diffusion_model", "diffusion", "flux1-dev.safetensors", None, "models/Stable-diffusion"),
+    ("gguf", "diffusion", "flux1-dev-Q8_0.gguf", None, "models/Stable-diffusion"),
+    ("gguf", "llm", "llama-3.2-1b-Q4_K_M.gguf", None, None),
+    ("text_encoder", "diffusion", "t5xxl_fp8_e4m3fn.safetensors", None, "models/text_encoder"),
+    ("text_encoder", "diffusion", "t5-v1_1-xxl-encoder-Q8_0.gguf", None, "models/text_encoder"),
+    ("vae", "diffusion", "ae.safetensors", "models/VAE", "models/VAE"),
+    ("vae", "diffusion", "ae.gguf", None, "models/VAE"),
+    ("lora", "diffusion", "my_lora.safetensors", "models/Lora", "models/Lora"),
+    ("embedding", "diffusion", "easynegative.safetensors", "embeddings", "embeddings"),
+    ("upscaler", "vision", "4x-UltraSharp.pth", "models/ESRGAN", "models/ESRGAN"),
+    ("upscaler", "vision", "4x-UltraSharp.safetensors", None, "models/ESRGAN"),
+    ("controlnet", "diffusion", "control_canny.safetensors", "models/ControlNet", "models/ControlNet"),
+    ("controlnet", "diffusion", "control_lllite.patch", "models/ControlNet", "models/ControlNet"),
+    ("ipadapter", "diffusion", "ip-adapter_sd15.safetensors", "models/ControlNet", "models/ControlNet"),
+    ("hypernetwork", "diffusion", "hn.pt", None, None),
+    ("clip_vision", "vision", "clip_vision_g.safetensors", None, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "type_", "file", "old", "new"), FORGE_FOLDERS)
+def test_each_kind_goes_to_its_forge_folder(
+    kind: str, type_: str, file: str, old: str | None, new: str | None
+) -> None:
+    assert folders(links(FORGE1, kind, [file], type=type_)) == ([] if old is None else [old])
+    assert folders(links(FORGE2, kind, [file], type=type_)) == ([] if new is None else [new])
+
+
+# kind, type, file, folder under SwarmUI <0.9.3, folder under >=0.9.3 (None: not read)
+SWARM_FOLDERS = [
+    ("checkpoint", "diffusion", "sd_xl_base_1.0.safetensors", "Stable-Diffusion", "Stable-Diffusion"),
+    ("checkpoint", "diffusion", "legacy.ckpt", "Stable-Diffusion", "Stable-Diffusion"),
+    ("checkpoint", "diffusion", "flux1-dev-Q8_0.gguf", None, None),  # rejected there by SwarmUI
+    ("diffusion_model", "diffusion", "flux1-dev.safetensors", "unet", "diffusion_models"),
+    ("diffusion_model", "diffusion", "flux1-dev.sft", "unet", "diffusion_models"),
+    ("diffusion_model", "diffusion", "flux1-dev-Q8_0.gguf", None, "diffusion_models"),
+    ("gguf", "diffusion", "flux1-dev-Q8_0.gguf", None, "diffusion_models"),
+    ("gguf", "llm", "llama-3.2-1b-Q4_K_M.gguf", None, None),
+    ("lora", "diffusion", "my_lora.safetensors", "Lora", "Lora"),
+    ("vae", "diffusion", "ae.safetensors", "VAE", "VAE"),
+    ("embedding", "diffusion", "easynegative.safetensors", "Embeddings", "Embeddings"),
+    ("text_encoder", "diffusion", "t5xxl_fp16.safetensors", "clip", "clip"),
+    ("text_encoder", "diffusion", "t5-v1_1-xxl-encoder-Q8_0.gguf", None, "clip"),
+    ("clip_vision", "vision", "clip_vision_g.safetensors", "clip_vision", "clip_vision"),
+    ("controlnet", "diffusion", "control_canny.safetensors", "controlnet", "controlnet"),
+    ("model_patch", "diffusion", "z_image_controlnet.safetensors", None, "model_patches"),
+    ("upscaler", "vision", "4x-UltraSharp.pth", "upscale_models", "upscale_models"),
+    ("latent_upscaler", "diffusion", "hunyuan_upscaler.safetensors", None, "latent_upscale_models"),
+    ("ipadapter", "diffusion", "ip-adapter_sd15.safetensors", "ipadapter", "ipadapter"),
+    ("style_model", "diffusion", "flux1-redux-dev.safetensors", None, "style_models"),
+    ("gligen", "diffusion", "gligen_sd14_textbox_pruned.safetensors", "gligen", "gligen"),
+    ("hypernetwork", "diffusion", "hn.pt", "hypernetworks", "hypernetworks"),
+    ("vae_approx", "diffusion", "taesdxl_decoder.pth", None, None),
+    ("diffusers", "diffusion", "model_index.json", None, None),
+    ("lora", "diffusion", "README.md", None, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "type_", "file", "old", "new"), SWARM_FOLDERS)
+def test_each_kind_goes_to_its_swarmui_folder(
+    kind: str, type_: str, file: str, old: str | None, new: str | None
+) -> None:
+    assert folders(links(SWARM_OLD, kind, [file], type=type_)) == ([] if old is None else [old])
+    assert folders(links(SWARM, kind, [file], type=type_)) == ([] if new is None else [new])
+
+
+def test_lmstudio_links_gguf_files_under_publisher_and_model_folders() -> None:
+    files = [
+        "Qwen2.5-VL-7B-Instruct-Q4_K_M.gguf",
+        "mmproj-Qwen2.5-VL-7B-Instruct-f16.gguf",
+        "README.md",
+        "config.json",
+    ]
+    wants = links(LMSTUDIO, "gguf", files, type="llm", family="qwen", name="qwen2.5-vl-7b")
+    assert wants == (
+        LinkWant(files[0], "qwen/qwen2.5-vl-7b", files[0]),
+        LinkWant(files[1], "qwen/qwen2.5-vl-7b", files[1]),
+    )
+    # exactly two folder levels below LM Studio's models folder, as LM Studio requires
+    assert all(len(PurePosixPath(w.folder).parts) == 2 for w in wants)
+
+
+@pytest.mark.parametrize(
+    ("kind", "type_", "file", "folder"),
+    [
+        ("gguf", "llm", "Llama-3.2-3B-Instruct-Q4_K_M.gguf", "llama/llama-3.2-3b"),
+        ("gguf", "embedding", "nomic-embed-text-v1.5.Q8_0.gguf", "llama/llama-3.2-3b"),
+        ("gguf", "llm", "model.safetensors", None),
+        ("gguf", "diffusion", "flux1-dev-Q8_0.gguf", None),
+        ("diffusion_model", "diffusion", "flux1-dev.gguf", None),
+        ("checkpoint", "diffusion", "sd_xl_base_1.0.safetensors", None),
+    ],
+)
+def test_lmstudio_places_only_gguf_language_and_embedding_models(
+    kind: str, type_: str, file: str, folder: str | None
+) -> None:
+    wants = links(LMSTUDIO, kind, [file], type=type_, family="llama", name="llama-3.2-3b")
+    assert folders(wants) == ([] if folder is None else [folder])
+
+
+def test_lmstudio_folders_follow_each_models_family_and_name() -> None:
+    # the filled-in folder is remembered per rule; a second model must not get the first's folder
+    a = links(LMSTUDIO, "gguf", ["a.gguf"], type="llm", family="qwen", name="model-a")
+    b = links(LMSTUDIO, "gguf", ["a.gguf"], type="llm", family="qwen", name="model-b")
+    c = links(LMSTUDIO, "gguf", ["a.gguf"], type="llm", family="gemma", name="model-a")
+    assert folders(a) == ["qwen/model-a"]
+    assert folders(b) == ["qwen/model-b"]
+    assert folders(c) == ["gemma/model-a"]
+
+
+def test_llamacpp_links_every_gguf_of_a_model_into_one_folder_named_after_it() -> None:
+    shards = [f"Kimi-K2-UD-IQ1_S-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    wants = links(LLAMACPP, "gguf", [*shards, "README.md"], type="llm", name="kimi-k2-iq1")
+    assert wants == tuple(LinkWant(s, "kimi-k2-iq1", s) for s in shards)
+    vision = ["gemma-3-4b-it-Q8_0.gguf", "mmproj-F16.gguf"]
+    wants = links(LLAMACPP, "gguf", vision, type="llm", family="gemma", name="gemma-3-4b")
+    assert folders(wants) == ["gemma-3-4b", "gemma-3-4b"]
+    embed = links(LLAMACPP, "gguf", ["e.gguf"], type="embedding", name="nomic-embed")
+    assert folders(embed) == ["nomic-embed"]
+    assert links(LLAMACPP, "gguf", ["flux1-dev-Q8_0.gguf"], type="diffusion") == ()
+
+
+@pytest.mark.parametrize("t", [LMSTUDIO, LLAMACPP], ids=lambda t: t.app)
+@pytest.mark.parametrize("name", ["..", "a/b", "", "nul"])
+def test_an_unsafe_cleaned_name_cannot_become_a_folder(t: Translation, name: str) -> None:
+    with pytest.raises(TranslationError, match=r"cleaned name") as caught:
+        links(t, "gguf", ["m.gguf"], type="llm", family="llama", name=name)
+    assert t.source in str(caught.value) and "{model}" in str(caught.value)
+
+
+def test_every_folder_of_the_new_apps_is_in_the_research_notes() -> None:
+    text = (REPO / "docs" / "app-folders.md").read_text(encoding="utf-8")
+    for name in OTHER_APPS:
+        for rule in bundled(name).rules:
+            for target in rule.targets:
+                assert f"`{target}`" in text, f"{name}: {target} is not in docs/app-folders.md"
+
+
+# --- the {model} placeholder --------------------------------------------------------------------
+
+
+def test_the_model_placeholder_is_the_cleaned_name_in_file_and_folder_rules() -> None:
+    t = translation(
+        {"match": {"kind": ["gguf"]}, "targets": ["{family}/{model}", "all"]},
+        {"match": {"kind": ["diffusers"]}, "targets": ["bundles/{model}"], "link": "folder"},
+    )
+    assert links(t, "gguf", ["q.gguf"], family="qwen", name="qwen-7b") == (
+        LinkWant("q.gguf", "all", "q.gguf"),
+        LinkWant("q.gguf", "qwen/qwen-7b", "q.gguf"),
+    )
+    assert links(t, "diffusers", ["model_index.json"], name="sd3") == (
+        LinkWant(None, "bundles/sd3", "sd3"),
+    )
+
+
+def test_a_target_with_the_model_placeholder_is_valid(tmp_path: Path) -> None:
+    doc = mutate(("rules", 0, "targets"), ["loras/{model}", "{family}/{kind}/{model}"])
+    write(tmp_path / "mine", "ok.json", doc)
+    (t,), _ = load_translations([tmp_path / "mine"], bundled=False)
+    assert folders(links(t, "lora", ["a.safetensors"], family="flux", name="m1")) == [
+        "flux/lora/m1",
+        "loras/m1",
+    ]
+
+
+def test_an_unknown_placeholder_names_model_in_the_fix(tmp_path: Path) -> None:
+    write(tmp_path / "mine", "bad.json", mutate(("rules", 0, "targets"), ["x/{repo}"]))
+    with pytest.raises(InvalidInputError) as caught:
+        load_translations([tmp_path / "mine"], bundled=False)
+    (problem,) = caught.value.problems
+    assert "unknown placeholder {repo}" in problem.message and "{model}" in problem.fix
+
+
 # --- matching with custom rules ----------------------------------------------------------------
 
 
@@ -448,8 +749,9 @@ def test_no_candidate_is_an_error_listing_the_available_ranges() -> None:
 
 
 def test_an_unknown_app_is_an_error_naming_the_known_apps() -> None:
-    with pytest.raises(TranslationError, match=r"'forge'.*comfyui"):
-        select(USER, BUNDLED, "forge", "default", "1.0")
+    # (forge used to be the unknown app here; it is bundled now)
+    with pytest.raises(TranslationError, match=r"'invokeai'.*a1111, comfyui, forge"):
+        select(USER, BUNDLED, "invokeai", "default", "1.0")
 
 
 def test_an_unknown_variant_of_comfyui_names_what_exists() -> None:
