@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -34,7 +34,7 @@ from reconciler.errors import (
     StalePlanError,
     VersionRangeError,
 )
-from reconciler.facts import LinkRecord, PathFacts
+from reconciler.facts import LinkRecord, PathFacts, SourceFacts
 from reconciler.fsops import atomic_write
 from reconciler.index import DB_NAME, Row, open_index
 from reconciler.index import Query as Query  # re-exported: api.Query is the list filter
@@ -322,9 +322,28 @@ def _make_plan(manifest_path: Path, options: PlanOptions, *, replay: bool) -> Pl
         remotes=resolved.remotes,
     )
     result = planner.plan(manifest, desired, observed, translations, prune=options.prune)
+    checks = _probe_warnings(manifest, sources)
+    if checks:
+        result = replace(result, warnings=(*result.warnings, *checks))
     if not resolved.networked:  # what a server said may change without any stamp changing
         _remember(found, manifest, observed, result, options, began)
     return PlanResult(manifest_path, result, options, (manifest, translations, observed, options))
+
+
+def _probe_warnings(manifest: Manifest, sources: Mapping[str, SourceFacts]) -> tuple[str, ...]:
+    """A warning for each single file about to be imported whose header disagrees with the
+    manifest's kind, type or family (:mod:`reconciler.probe`: a check, never a gate)."""
+    from reconciler.probe import probe_file
+
+    out = []
+    for spec in manifest.models:
+        facts = sources.get(spec.source.path) if isinstance(spec.source, LocalSource) else None
+        if facts is None or facts.error is not None or facts.is_dir:
+            continue
+        said = probe_file(facts.path).disagreement(spec.kind, spec.type, spec.family)
+        if said:
+            out.append(f"{spec.id}: {said}; check the manifest (imported as declared)")
+    return tuple(out)
 
 
 def _remember(

@@ -170,6 +170,13 @@ def add(
     from reconciler.errors import InvalidInputError, Problem
 
     parsed = manifest_edit.parse_source(source, obj.manifest_path, mode)
+    if "path" in parsed and not (type_ and family and kind):
+        guess = _probe_source(Path(source).expanduser())
+        if guess is not None:
+            type_ = type_ or (guess.type.value if guess.type else None)
+            kind = kind or guess.kind
+            family = family or guess.family
+            click.echo(f"guessed from the file: {guess.reason}", err=True)
     missing = [flag for flag, value in (("--type", type_), ("--family", family), ("--kind", kind))
                if not value]  # fmt: skip
     if missing:
@@ -192,6 +199,22 @@ def add(
         entry["tags"] = list(tags)
     done = manifest_edit.add_model(obj.manifest_path, entry)
     click.echo(f"{done.summary} in {obj.manifest_path}; 'mlib plan' shows what it brings")
+
+
+def _probe_source(path: Path) -> Any:
+    """What :mod:`reconciler.probe` makes of a local source (the largest model file of a
+    folder), or None when it recognises nothing."""
+    from reconciler.probe import Format, probe_file
+
+    if path.is_dir():
+        files = [
+            p for p in path.rglob("*") if p.suffix in (".safetensors", ".gguf") and p.is_file()
+        ]
+        if not files:
+            return None
+        path = max(files, key=lambda p: p.stat().st_size)
+    found = probe_file(path)
+    return None if found.format is Format.UNKNOWN else found
 
 
 @main.command()

@@ -164,3 +164,49 @@ def test_the_cli_adds_and_overrides_and_says_what_is_missing(manifest: Path) -> 
     r = mlib(manifest, "override", "llm/llama/llama_3", "comfy")
     assert r.returncode == 2 and "say what to change" in r.stderr
     assert manifest.read_text().startswith(MANIFEST)
+
+
+def _lora_file(path: Path) -> Path:
+    """A tiny SDXL LoRA in the safetensors format (tensor names as kohya writes them)."""
+    import json
+    import struct
+
+    names = [
+        "lora_unet_input_blocks_4_1_proj_in.lora_down.weight",
+        "lora_te1_text_model.lora_up.weight",
+    ]
+    header = {
+        n: {"dtype": "F16", "shape": [1], "data_offsets": [2 * i, 2 * i + 2]}
+        for i, n in enumerate(names)
+    }
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(2 * len(names)))
+    return path
+
+
+def test_add_guesses_what_it_can_from_the_file(manifest: Path) -> None:
+    lora = _lora_file(manifest.parent / "detail.safetensors")
+    r = mlib(manifest, "add", str(lora))
+    assert r.returncode == 0, r.stderr
+    assert "guessed from the file" in r.stderr
+    spec = load_manifest(manifest).models[-1]
+    assert (spec.type.value, spec.kind, spec.family) == ("diffusion", "lora", "sdxl")
+    assert spec.source == manifest_edit_source(manifest, "detail.safetensors")
+
+
+def manifest_edit_source(manifest: Path, name: str) -> object:
+    from reconciler.model import LocalSource
+
+    return LocalSource(str(manifest.parent / name))
+
+
+def test_plan_warns_when_the_declared_kind_disagrees_with_the_file(manifest: Path) -> None:
+    _lora_file(manifest.parent / "base.safetensors")  # declared a checkpoint in MANIFEST
+    (manifest.parent / "l.safetensors").write_bytes(b"not a model")
+    r = mlib(manifest, "plan")
+    assert r.returncode == 0, r.stderr
+    assert (
+        "warning: diffusion/sdxl/base: declared kind 'checkpoint' but the file looks like 'lora'"
+        in r.stdout
+    )
+    assert "import" in r.stdout  # a check, not a gate: it is still imported
