@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -94,23 +95,39 @@ def _pinned(facts: RemoteFacts, spec: ModelSpec) -> RemoteFacts:
     return replace(facts, files=(replace(facts.files[0], sha256=spec.sha256),))
 
 
+#: Seconds to wait before each new attempt at a resolution that may succeed later (429, 5xx,
+#: connection): three attempts in all.
+RESOLVE_RETRY_WAITS = (1.0, 4.0)
+
+
 def resolve_one(spec: ModelSpec, clients: _Clients) -> RemoteFacts:
-    """Ask the Hub or the server; a failure is the facts' error, never raised."""
+    """Ask the Hub or the server, again after a short wait when the failure may pass (rate limit,
+    a server error, the connection); a failure is the facts' error, never raised."""
+    for wait in RESOLVE_RETRY_WAITS:
+        facts, retry = _resolve_once(spec, clients)
+        if not retry:
+            return facts
+        log.info("resolving %s: %s; again in %.0f s", spec.id, facts.error, wait)
+        time.sleep(wait)
+    return _resolve_once(spec, clients)[0]
+
+
+def _resolve_once(spec: ModelSpec, clients: _Clients) -> tuple[RemoteFacts, bool]:
     source = spec.source
     try:
         if isinstance(source, HfSource):
             from reconciler.sources import hf
 
             commit, files = hf.resolve(source, sha256=spec.sha256)
-            return RemoteFacts(spec.id, f"hf:{source.repo}@{commit}", files)
+            return RemoteFacts(spec.id, f"hf:{source.repo}@{commit}", files), False
         if isinstance(source, UrlSource):
             from reconciler.sources import url
 
             final, etag, file = url.resolve(source, clients.http(), sha256=spec.sha256)
-            return RemoteFacts(spec.id, final, (file,), etag)
+            return RemoteFacts(spec.id, final, (file,), etag), False
     except SourceError as exc:
         log.info("cannot resolve %s: %s", spec.id, exc.message)
-        return RemoteFacts(spec.id, error=exc.message, fix=exc.fix)
+        return RemoteFacts(spec.id, error=exc.message, fix=exc.fix), exc.retry
     raise AssertionError(f"not a remote source: {source!r}")
 
 

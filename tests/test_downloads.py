@@ -568,3 +568,16 @@ def test_offline_apply_downloads_nothing(
     assert "offline (--offline or HF_HUB_OFFLINE), so not downloaded" in r.stdout + r.stderr
     assert len(url_server.requests) == before  # not one request
     assert not (tmp_path / "lib/diffusion/sdxl/o").exists()
+
+
+def test_a_rate_limited_hub_is_asked_again_when_planning(tmp_path: Path, hub_env: FakeHub) -> None:
+    hub_env.add_repo("org/r", {"r.safetensors": blob(3000, 60)})
+    manifest = project(
+        tmp_path,
+        [{"name": "R", "type": "diffusion", "family": "sdxl", "kind": "vae",
+          "source": {"hf": "org/r"}}],
+    )  # fmt: skip
+    hub_env.rate_limit(1, retry_after=0)
+    r = mlib(manifest, "plan")
+    assert r.returncode == 0 and "download 1 file" in r.stdout, r.stdout
+    assert hub_env.pending_api_faults == []  # the 429 was answered, and asked past

@@ -180,6 +180,5 @@ def _translate(exc: BaseException, source: HfSource) -> SourceError:
         return SourceError(
             f"{what}: cannot reach the Hub ({type(exc).__name__})",
             "check the network, or set HF_HUB_OFFLINE=1 to plan from mlib.lock",
-            retry=True,
         )
     return SourceError(f"{what}: {type(exc).__name__}: {exc}", "report this as a bug in mlib")

@@ -53,7 +53,7 @@ def resolve(
         response.close()
     except SourceError as exc:
         message, fix = f"{what}: {exc.message}", "check the URL and the network"
-        raise SourceError(message, fix, retry=True) from None
+        raise SourceError(message, fix) from None  # unreachable: waiting would not help a plan
     status = response.status
     if status in (401, 403):
         raise SourceError(
