@@ -22,6 +22,7 @@ class ActionKind(StrEnum):
     WRITE_METADATA = "write_metadata"
     WRITE_OVERRIDES = "write_overrides"
     INDEX_UPSERT = "index_upsert"
+    WRITE_CONFIG = "write_config"  # mlib's section of ComfyUI's extra_model_paths.yaml
     LINK = "link"
     RELINK = "relink"  # a link of ours points at the wrong target
     UNLINK = "unlink"  # a link of ours that is no longer wanted
@@ -43,6 +44,7 @@ SYMBOL: dict[ActionKind, str] = {
     ActionKind.WRITE_METADATA: "~",
     ActionKind.WRITE_OVERRIDES: "~",
     ActionKind.INDEX_UPSERT: "~",
+    ActionKind.WRITE_CONFIG: "~",
     ActionKind.LINK: "+",
     ActionKind.RELINK: "~",
     ActionKind.UNLINK: "-",
@@ -132,6 +134,7 @@ class DriftKind(StrEnum):
     LINK_WRONG = "link_wrong"  # a registered link pointing elsewhere
     LINK_EXTRA = "link_extra"  # a registered link no longer wanted
     FOREIGN = "foreign"  # a file or link not ours in the way of a link
+    CONFIG_STALE = "config_stale"  # mlib's section of extra_model_paths.yaml differs or is missing
 
 
 @dataclass(frozen=True)

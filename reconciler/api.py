@@ -41,7 +41,7 @@ from reconciler.index import Query as Query  # re-exported: api.Query is the lis
 from reconciler.library import LibraryModels, Skipped, gc_paused
 from reconciler.loaders import load_json, load_manifest
 from reconciler.lock import library_lock
-from reconciler.model import ImportMode, LocalSource, Manifest
+from reconciler.model import ImportMode, LinkMode, LocalSource, Manifest
 from reconciler.render import plan_to_json
 from reconciler.translation_files import load_translations
 from reconciler.translations import Translation, select
@@ -320,6 +320,11 @@ def _make_plan(manifest_path: Path, options: PlanOptions, *, replay: bool) -> Pl
         found_links=tuple(found_links),
         staging=tuple(observe.staging_leftovers(root)),
         remotes=resolved.remotes,
+        configs={
+            app.name: observe.observe_config(app.config_file)
+            for app in manifest.apps
+            if app.link is LinkMode.CONFIG
+        },
     )
     result = planner.plan(manifest, desired, observed, translations, prune=options.prune)
     checks = _probe_warnings(manifest, sources)
@@ -371,6 +376,7 @@ def _remember(
         stat |= extra_stat
     stat |= {str(root / DB_NAME), str(root / (DB_NAME + "-wal")), str(root / observe.STAGING)}
     stat.add(str(lockfile.lock_path(manifest)))
+    stat.update(observed_config.path for observed_config in observed.configs.values())
     for folder in manifest.translations:
         stat.add(str(folder))
         stat.update(str(p) for p in folder.glob("*.json"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -329,6 +330,41 @@ class Executor:
     def _write_overrides(self, a: Action) -> str:
         fsops.atomic_write(Path(a.path), a.data.encode("utf-8"))
         return "written"
+
+    def _write_config(self, a: Action) -> str:
+        """Set (or remove) mlib's section of a ComfyUI extra_model_paths.yaml, leaving every other
+        section and comment as it is (round-trip YAML), written atomically."""
+        from ruamel.yaml import YAML
+        from ruamel.yaml.comments import CommentedMap
+        from ruamel.yaml.scalarstring import LiteralScalarString
+
+        data = json.loads(a.data)
+        name, section = data["name"], data["section"]
+        path = Path(a.path)
+        yaml = YAML()
+        yaml.preserve_quotes = True
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        doc = yaml.load(text) if text.strip() else None
+        if doc is None:
+            if section is None:
+                return "nothing to remove"
+            doc = CommentedMap()
+        if section is None:
+            doc.pop(name, None)
+        else:
+            entry = CommentedMap()
+            for key, value in section.items():
+                entry[key] = LiteralScalarString(value) if "\n" in value else value
+            # The note belongs to the section: it goes when the section goes.
+            entry.yaml_set_start_comment(
+                "written by mlib apply from mlib.yaml: edits are replaced", indent=2
+            )
+            doc[name] = entry
+        out = io.StringIO()
+        yaml.dump(doc, out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsops.atomic_write(path, out.getvalue().encode("utf-8"))
+        return "section removed" if section is None else "section written"
 
     def _index_upsert(self, a: Action) -> str:
         entry = read_entry(a.model, a.path)

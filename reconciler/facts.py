@@ -119,3 +119,14 @@ class RemoteFacts:
     @property
     def size(self) -> int:
         return sum(max(f.size, 0) for f in self.files)
+
+
+@dataclass(frozen=True)
+class ConfigFacts:
+    """A ComfyUI extra_model_paths.yaml as it is: whether it exists, and mlib's section in it
+    (its keys and string values, in file order), or why it cannot be read."""
+
+    path: str
+    exists: bool = False
+    section: tuple[tuple[str, str], ...] | None = None
+    error: str | None = None

@@ -129,13 +129,25 @@ class _Reader:
             models_dir = _str(raw.get("models_dir"))
             if version is None or models_dir is None:
                 continue
+            app = _str(raw.get("app")) or name
+            link = _enum(LinkMode, raw.get("link"), LinkMode.AUTO)
+            config = _str(raw.get("config"))
+            if link is LinkMode.CONFIG and app != "comfyui":
+                self.problem(
+                    (*key, "link"),
+                    f"'link: config' writes ComfyUI's extra_model_paths.yaml; {app} has none",
+                    "use auto, symlink, hardlink or copy",
+                )
+            if config is not None and link is not LinkMode.CONFIG:
+                self.problem((*key, "config"), "only used with 'link: config'", "remove it")
             yield AppTarget(
                 name=name,
-                app=_str(raw.get("app")) or name,
+                app=app,
                 version=version,
                 variant=_str(raw.get("variant")) or "default",
                 models_dir=resolve_path(models_dir, self.base, self.home),
-                link=_enum(LinkMode, raw.get("link"), LinkMode.AUTO),
+                link=link,
+                config=resolve_path(config, self.base, self.home) if config else None,
             )
 
     def _check_nesting(self, library: Path, apps: dict[str, Any]) -> None:

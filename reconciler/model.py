@@ -26,6 +26,7 @@ class LinkMode(StrEnum):
     SYMLINK = "symlink"
     HARDLINK = "hardlink"
     COPY = "copy"
+    CONFIG = "config"  # no links: a section of ComfyUI's extra_model_paths.yaml names the folders
 
 
 class ImportMode(StrEnum):
@@ -95,6 +96,14 @@ class AppTarget:
     variant: str
     models_dir: Path
     link: LinkMode = LinkMode.AUTO
+    #: ``link: config``: the extra_model_paths.yaml that mlib keeps its section in.
+    config: Path | None = None
+
+    @property
+    def config_file(self) -> Path:
+        """The extra_model_paths.yaml of ``link: config``: ``config:``, else the one ComfyUI
+        reads by itself, in its folder (the parent of ``models_dir``)."""
+        return self.config or self.models_dir.parent / "extra_model_paths.yaml"
 
 
 @dataclass(frozen=True)

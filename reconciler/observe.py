@@ -12,7 +12,14 @@ import stat as stat_mod
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
-from reconciler.facts import FileStat, LibraryModel, PathFacts, PathKind, SourceFacts
+from reconciler.facts import (
+    ConfigFacts,
+    FileStat,
+    LibraryModel,
+    PathFacts,
+    PathKind,
+    SourceFacts,
+)
 from reconciler.library import _depth_three as depth_three
 from reconciler.library import _subdirs, gc_paused
 from reconciler.metadata import (
@@ -310,6 +317,41 @@ def symlinks_into(folder: Path, library: Path, depth: int = 3) -> list[str]:
     when the registry lost them; symlinked folders are never descended into.
     """
     return [p for p in symlinks_under(folder, depth) if points_into(observe_path(p), library)]
+
+
+#: The section of extra_model_paths.yaml that is mlib's (``link: config``).
+CONFIG_SECTION = "mlib"
+
+
+def observe_config(path: Path) -> ConfigFacts:
+    """ComfyUI's extra_model_paths.yaml at ``path``: mlib's section, as ComfyUI would read it
+    (``yaml.safe_load``; every value a string)."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ConfigFacts(str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        return ConfigFacts(str(path), True, error=f"cannot be read ({exc})")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        return ConfigFacts(str(path), True, error=f"is not valid YAML{where}")
+    if data is None:
+        return ConfigFacts(str(path), True)
+    if not isinstance(data, dict):
+        return ConfigFacts(str(path), True, error="is not a mapping of sections")
+    section = data.get(CONFIG_SECTION)
+    if section is None:
+        return ConfigFacts(str(path), True)
+    if not isinstance(section, dict):
+        return ConfigFacts(
+            str(path), True, error=f"its '{CONFIG_SECTION}' section is not a mapping"
+        )
+    return ConfigFacts(str(path), True, tuple((str(k), str(v)) for k, v in section.items()))
 
 
 def staging_leftovers(root: Path) -> list[str]:

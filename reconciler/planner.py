@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
@@ -29,6 +29,7 @@ from reconciler.actions import (
 )
 from reconciler.errors import NamingError
 from reconciler.facts import (
+    ConfigFacts,
     LibraryModel,
     LinkRecord,
     PathFacts,
@@ -46,6 +47,7 @@ from reconciler.metadata import (
 from reconciler.model import (
     AppOverride,
     AppTarget,
+    LinkMode,
     LocalSource,
     Manifest,
     Metadata,
@@ -53,7 +55,7 @@ from reconciler.model import (
     Overrides,
 )
 from reconciler.naming import check_relpath, clean_filename
-from reconciler.translations import Translation, links_for
+from reconciler.translations import LinkWant, Translation, links_for
 from reconciler.versions import parse_range
 
 STAGING = ".mlib/staging"
@@ -90,10 +92,23 @@ class WantedModel:
 
 
 @dataclass(frozen=True)
+class WantedConfig:
+    """``link: config``: a model folder (``path``, relative to the library) that ComfyUI's
+    ``folder`` (checkpoints, loras...) should search, through mlib's section of
+    extra_model_paths.yaml."""
+
+    app: str
+    folder: str
+    path: str
+    model: str
+
+
+@dataclass(frozen=True)
 class Desired:
     models: tuple[WantedModel, ...] = ()
     conflicts: tuple[Conflict, ...] = ()
     noops: tuple[NoOp, ...] = ()
+    configs: tuple[WantedConfig, ...] = ()
 
     @property
     def links(self) -> tuple[WantedLink, ...]:
@@ -114,6 +129,8 @@ class Observed:
     staging: tuple[str, ...] = ()
     #: Remote sources resolved for the models to download (from the network or mlib.lock).
     remotes: Mapping[str, RemoteFacts] = field(default_factory=dict)
+    #: ``link: config`` app targets: their extra_model_paths.yaml, by target name.
+    configs: Mapping[str, ConfigFacts] = field(default_factory=dict)
 
 
 #: A WantedModel without its links: spec, folder, files, rename_from, imports.
@@ -188,6 +205,7 @@ def desire(
         files = tuple((f.dest, f.size) for f in imports)
         models.append((spec, folder, files, None, imports))
     admits: dict[tuple[str, str], bool] = {}
+    configs: list[WantedConfig] = []
     wanted = [
         WantedModel(
             spec,
@@ -195,12 +213,16 @@ def desire(
             files,
             rename_from,
             imports,
-            tuple(_links(spec, folder, files, manifest, translations, noops, conflicts, admits)),
+            tuple(
+                _links(
+                    spec, folder, files, manifest, translations, noops, conflicts, admits, configs
+                )
+            ),
         )
         for spec, folder, files, rename_from, imports in models
     ]
     wanted = _resolve_claims(wanted, conflicts)
-    return Desired(tuple(wanted), tuple(conflicts), tuple(noops))
+    return Desired(tuple(wanted), tuple(conflicts), tuple(noops), tuple(configs))
 
 
 def _rename_origin(spec: ModelSpec, candidates: Mapping[str, LibraryModel]) -> LibraryModel | None:
@@ -308,6 +330,7 @@ def _links(
     noops: list[NoOp],
     conflicts: list[Conflict],
     admits: dict[tuple[str, str], bool],
+    configs: list[WantedConfig],
 ) -> list[WantedLink]:
     out: list[WantedLink] = []
     if not files:
@@ -354,6 +377,9 @@ def _links(
                 )
             )
             continue
+        if app.link is LinkMode.CONFIG:
+            _config_wants(spec, app, override, wants, noops, conflicts, configs)
+            continue
         models_dir, mode = str(app.models_dir), app.link.value
         for want in wants:
             folder = override.folder or want.folder
@@ -383,6 +409,41 @@ def _links(
                 )
             )
     return out
+
+
+def _config_wants(
+    spec: ModelSpec,
+    app: AppTarget,
+    override: AppOverride,
+    wants: Sequence[LinkWant],
+    noops: list[NoOp],
+    conflicts: list[Conflict],
+    configs: list[WantedConfig],
+) -> None:
+    """``link: config``: the ComfyUI folders whose search should include the model's folder.
+    ComfyUI lists the files in it under their library names, in the folder's top level."""
+    folders: list[str] = []
+    for want in wants:
+        if want.file is None:  # a folder model: ComfyUI would list the folders in it
+            conflicts.append(
+                Conflict(
+                    ConflictKind.TRANSLATION,
+                    spec.id,
+                    str(app.config_file),
+                    f"{app.name} uses 'link: config', which cannot show a folder model "
+                    f"({spec.kind}) as one entry",
+                    "give this model a symlink-mode app target, or disable it for this one",
+                )
+            )
+            return
+        folder = (override.folder or want.folder).split("/", 1)[0]
+        if folder not in folders:
+            folders.append(folder)
+    if override.filename:
+        noops.append(
+            NoOp(spec.id, f"{app.name} ('link: config') shows library names: filename not used")
+        )
+    configs.extend(WantedConfig(app.name, folder, spec.id, spec.id) for folder in folders)
 
 
 def _resolve_claims(models: list[WantedModel], conflicts: list[Conflict]) -> list[WantedModel]:
@@ -442,6 +503,8 @@ def plan(
     root = str(manifest.library)
     for app in manifest.apps:
         _plan_app(app, translations.get(app.name), observed, desired, b)
+        if app.link is LinkMode.CONFIG:
+            _plan_config(app, str(manifest.library), desired, observed.configs.get(app.name), b)
     for leftover in observed.staging:
         b.act(
             ActionKind.CLEAR_STAGING, "", "left by an interrupted apply (mlib's own)", path=leftover
@@ -523,6 +586,55 @@ def _plan_app(
             path=str(app.models_dir),
             app=app.name,
         )
+
+
+#: The section of extra_model_paths.yaml that is mlib's (observe.CONFIG_SECTION says the same).
+CONFIG_SECTION = "mlib"
+
+
+def _plan_config(
+    app: AppTarget, library: str, desired: Desired, facts: ConfigFacts | None, b: _Builder
+) -> None:
+    """Keep mlib's section of ``app``'s extra_model_paths.yaml listing, per ComfyUI folder, the
+    model folders it should search (relative to ``base_path``, the library)."""
+    path = str(app.config_file)
+    if facts is not None and facts.error is not None:
+        b.conflicts.append(
+            Conflict(
+                ConflictKind.FILE_IN_THE_WAY,
+                "",
+                path,
+                f"{path} {facts.error}; mlib will not rewrite it",
+                "fix the file (or move it away), then plan again",
+            )
+        )
+        return
+    by_folder: dict[str, list[str]] = {}
+    for c in desired.configs:
+        if c.app == app.name:
+            by_folder.setdefault(c.folder, []).append(c.path)
+    wanted: tuple[tuple[str, str], ...] | None = None
+    if by_folder:
+        listed = ((f, "\n".join(sorted(paths)) + "\n") for f, paths in sorted(by_folder.items()))
+        wanted = (("base_path", library), *listed)
+    current = facts.section if facts is not None else None
+    if current == wanted:
+        if wanted is not None:
+            b.noops.append(NoOp("", f"{app.name}: mlib's section of {path} is up to date", path))
+        return
+    count = sum(len(p) for p in by_folder.values())
+    reason = (
+        f"{app.name} ('link: config'): list {count} model folder{'s' if count != 1 else ''} in "
+        f"{len(by_folder)} ComfyUI folder{'s' if len(by_folder) != 1 else ''}"
+        if wanted is not None
+        else f"{app.name}: no model to show any more; remove mlib's section"
+    )
+    data = {"section": None if wanted is None else dict(wanted), "name": CONFIG_SECTION}
+    b.act(ActionKind.WRITE_CONFIG, "", reason, path=path, app=app.name, data=_json(data))
+    if current is not None:
+        b.drift.append(Drift(DriftKind.CONFIG_STALE, "", path, "mlib's section differs"))
+    elif wanted is not None:
+        b.drift.append(Drift(DriftKind.CONFIG_STALE, "", path, "mlib's section is missing"))
 
 
 def _plan_model(

@@ -57,6 +57,7 @@ def summary_counts(plan: Plan) -> dict[str, int]:
             ActionKind.WRITE_METADATA,
             ActionKind.WRITE_OVERRIDES,
             ActionKind.INDEX_UPSERT,
+            ActionKind.WRITE_CONFIG,
             ActionKind.INDEX_DELETE,
             ActionKind.FINISH_MOVE,
         ),

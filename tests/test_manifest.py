@@ -317,3 +317,28 @@ def test_fuzzed_manifests_only_raise_clean_errors(
     except InvalidInputError as exc:
         assert exc.problems
         assert all(p.file and p.message for p in exc.problems)
+
+
+@pytest.mark.parametrize(
+    ("app", "line", "path", "text"),
+    [
+        ('comfy: {app: a1111, version: "1.0", models_dir: sd, link: config}', 3, "apps.comfy.link", "has none"),
+        ('comfy: {version: "0.3.62", models_dir: comfy/models, config: x.yaml}', 3, "apps.comfy.config", "only used with 'link: config'"),
+    ],
+)  # fmt: skip
+def test_config_mode_is_for_comfyui_only(
+    tmp_path: Path, app: str, line: int, path: str, text: str
+) -> None:
+    found = problems(
+        tmp_path, MODEL.replace('comfy: {version: "0.3.62", models_dir: comfy/models}', app)
+    )
+    assert [(p.line, p.path) for p in found] == [(line, path)], found
+    assert text in found[0].message + found[0].fix
+
+
+def test_config_mode_defaults_to_comfyuis_own_file(tmp_path: Path) -> None:
+    text = MODEL.replace(
+        "models_dir: comfy/models}", "models_dir: comfy/models, app: comfyui, link: config}"
+    )
+    (app,) = load_manifest(_write(tmp_path / "mlib.yaml", text)).apps
+    assert app.config_file == tmp_path / "comfy" / "extra_model_paths.yaml"
