@@ -278,7 +278,8 @@ LAYERS = {"__init__": 0, "errors": 0, "model": 0, "document": 0, "facts": 0, "ac
           "naming": 1, "versions": 1, "manifest": 1, "metadata": 1, "translations": 1, "planner": 1,
           "loaders": 2, "index": 2, "library": 2, "observe": 2, "hashing": 2, "durable": 2,
           "doctor": 2, "translation_files": 2, "forked": 2, "stamps": 2, "lockfile": 2, "probe": 2,
-          "resolve": 2, "sources": 2, "sources.hf": 2, "sources.url": 2, "sources.http": 2,
+          "resolve": 2, "adoption": 2,
+          "sources": 2, "sources.hf": 2, "sources.url": 2, "sources.http": 2,
           "fsops": 3, "lock": 3, "executor": 3, "cache": 3, "manifest_edit": 3,
           "api": 4, "render": 4, "cli": 4}  # fmt: skip
 #: Modules of layers L0/L1: values and pure logic.
