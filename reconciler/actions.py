@@ -18,15 +18,16 @@ class ActionKind(StrEnum):
     MKDIR = "mkdir"  # create an app's models folder that does not exist yet
     DOWNLOAD = "download"  # fetch a remote model's files, verify them, and build its folder
     IMPORT = "import"  # bring a source into a complete model folder (staging, then rename)
+    FINISH_MOVE = "finish_move"  # remove a moved source that is already the library's file
     RENAME = "rename"  # move a model folder to its new id (no re-import)
     WRITE_METADATA = "write_metadata"
     WRITE_OVERRIDES = "write_overrides"
     INDEX_UPSERT = "index_upsert"
     WRITE_CONFIG = "write_config"  # mlib's section of ComfyUI's extra_model_paths.yaml
+    SET_ASIDE = "set_aside"  # an adopted copy of a library file, to .mlib/trash/ for its link
     LINK = "link"
     RELINK = "relink"  # a link of ours points at the wrong target
     UNLINK = "unlink"  # a link of ours that is no longer wanted
-    FINISH_MOVE = "finish_move"  # remove a moved source that is already the library's file
     TRASH = "trash"  # a model that left the manifest, moved to .mlib/trash/ (--prune only)
     INDEX_DELETE = "index_delete"
 
@@ -45,6 +46,7 @@ SYMBOL: dict[ActionKind, str] = {
     ActionKind.WRITE_OVERRIDES: "~",
     ActionKind.INDEX_UPSERT: "~",
     ActionKind.WRITE_CONFIG: "~",
+    ActionKind.SET_ASIDE: "-",
     ActionKind.LINK: "+",
     ActionKind.RELINK: "~",
     ActionKind.UNLINK: "-",

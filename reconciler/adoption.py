@@ -35,32 +35,40 @@ What is not adopted
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from reconciler.errors import FileChangedError, NamingError, ReconcilerError
 from reconciler.facts import FileStat
 from reconciler.hashing import Progress, hash_file
 from reconciler.model import ModelType
-from reconciler.naming import clean_slug
+from reconciler.naming import clean_filename, clean_slug
+from reconciler.planner import ADOPTING
 from reconciler.probe import Probe, probe_file
 from reconciler.translations import LinkScope, Match, Rule, Translation
 
 __all__ = [
+    "ADOPTING_FILE",
     "DEFAULT_KIND",
     "DEFAULT_TYPE",
     "UNKNOWN_FAMILY",
     "UNKNOWN_FOLDER",
     "Disagreement",
     "Found",
+    "Proposal",
     "Scan",
     "Spot",
     "TreeFile",
     "Unclassified",
     "UserLink",
+    "adopting_text",
+    "propose",
+    "read_adopting",
     "reverse_rules",
     "scan",
     "tree_digest",
@@ -657,3 +665,113 @@ def _duplicates(found: Iterable[Found]) -> tuple[tuple[Path, ...], ...]:
             groups.setdefault((item.scope, digest), []).append(item)
     same = [sorted(g, key=lambda f: f.rel) for g in groups.values() if len(g) > 1]
     return tuple(tuple(f.path for f in g) for g in sorted(same, key=lambda g: g[0].rel))
+
+
+# --- what adopting means for the manifest (pure, from a Scan and the library's hashes) ----------
+
+#: Copies of library files that an adoption replaces by links (in the library).
+ADOPTING_FILE = ADOPTING
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What ``mlib adopt`` adds to the manifest and leaves, for one scanned app folder.
+
+    ``entries`` are new models (manifest ``models:`` items: each moved into the library from
+    where it is, and linked back under the same name); ``overrides`` are (model id, app folder,
+    file name) for items whose bytes the library already holds, linked to that model instead;
+    ``set_aside`` maps those items' paths to (sha256, model id) for ``adopting.json``; ``left``
+    are duplicates inside the scanned app (one model has one place per app), with the kept copy.
+    """
+
+    entries: tuple[dict[str, Any], ...]
+    overrides: tuple[tuple[str, str | None, str | None], ...]
+    set_aside: tuple[tuple[str, str, str], ...]
+    left: tuple[tuple[Path, Path], ...]
+
+
+def propose(scan: Scan, target: str, known: Mapping[str, str], taken: Collection[str]) -> Proposal:
+    """The manifest changes that adopt ``scan``'s items for the app target ``target``.
+
+    ``known`` maps a sha256 (or a bundle's tree digest) the library already holds to its model
+    id; ``taken`` are the model ids already in the manifest or the library.
+    """
+    entries: list[dict[str, Any]] = []
+    overrides: list[tuple[str, str | None, str | None]] = []
+    set_aside: list[tuple[str, str, str]] = []
+    left: list[tuple[Path, Path]] = []
+    used = set(taken)
+    kept: dict[str, Path] = {}
+    for item in scan.found:
+        digest = item.digest
+        if digest is not None and digest in kept:
+            left.append((item.path, kept[digest]))
+            continue
+        if digest is not None:
+            kept[digest] = item.path
+        folder, filename = _placement(item)
+        model = known.get(digest) if digest is not None else None
+        if model is not None:
+            overrides.append((model, folder, filename))
+            set_aside.append((str(item.path), digest or "", model))
+            continue
+        name = PurePosixPath(item.filename).stem if item.scope is LinkScope.FILE else item.filename
+        model_id = f"{item.type.value}/{item.family}/{clean_slug(name)}"
+        if model_id in used:  # another model has the name: the content tells them apart
+            name = f"{name} {(digest or 'x')[:8]}"
+            model_id = f"{item.type.value}/{item.family}/{clean_slug(name)}"
+        used.add(model_id)
+        app: dict[str, str] = {}
+        if folder:
+            app["folder"] = folder
+        if filename:
+            app["filename"] = filename
+        entry: dict[str, Any] = {
+            "name": name,
+            "type": item.type.value,
+            "family": item.family,
+            "kind": item.kind,
+            "source": {"path": str(item.path), "mode": "move"},
+            "tags": ["adopted", *item.tags],
+        }
+        if app:
+            entry["apps"] = {target: app}
+        entries.append(entry)
+    return Proposal(tuple(entries), tuple(overrides), tuple(set_aside), tuple(left))
+
+
+def _placement(item: Found) -> tuple[str | None, str | None]:
+    """The ``folder``/``filename`` overrides that put the link where the app saw the item: the
+    folder when it sat below the rule's own folder, the name when the library's differs."""
+    folder = item.folder if item.folder != item.prefix else None
+    if item.scope is LinkScope.FILE:
+        try:
+            same = clean_filename(item.filename) == item.filename
+        except NamingError:
+            same = False
+    else:
+        same = clean_slug(item.filename) == item.filename
+    return folder, None if same else item.filename
+
+
+def read_adopting(library: Path) -> dict[str, tuple[str, str]]:
+    """``adopting.json``: path -> (sha256, model id) of copies to replace by links (none when
+    the file is missing or unreadable: then nothing is set aside)."""
+    try:
+        data = json.loads((library / ADOPTING_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    if isinstance(data, dict):
+        for path, value in data.items():
+            if (
+                isinstance(value, list)
+                and len(value) == 2
+                and all(isinstance(v, str) for v in value)
+            ):
+                out[str(path)] = (value[0], value[1])
+    return out
+
+
+def adopting_text(entries: Mapping[str, tuple[str, str]]) -> str:
+    return json.dumps({p: list(v) for p, v in sorted(entries.items())}, indent=2) + "\n"

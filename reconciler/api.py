@@ -39,7 +39,7 @@ from reconciler.fsops import atomic_write
 from reconciler.index import DB_NAME, Row, open_index
 from reconciler.index import Query as Query  # re-exported: api.Query is the list filter
 from reconciler.library import LibraryModels, Skipped, gc_paused
-from reconciler.loaders import load_json, load_manifest
+from reconciler.loaders import load_json, load_manifest, read_text
 from reconciler.lock import library_lock
 from reconciler.model import ImportMode, LinkMode, LocalSource, Manifest
 from reconciler.render import plan_to_json
@@ -325,6 +325,7 @@ def _make_plan(manifest_path: Path, options: PlanOptions, *, replay: bool) -> Pl
             for app in manifest.apps
             if app.link is LinkMode.CONFIG
         },
+        adopting=_adopting(root),
     )
     result = planner.plan(manifest, desired, observed, translations, prune=options.prune)
     checks = _probe_warnings(manifest, sources)
@@ -377,6 +378,7 @@ def _remember(
     stat |= {str(root / DB_NAME), str(root / (DB_NAME + "-wal")), str(root / observe.STAGING)}
     stat.add(str(lockfile.lock_path(manifest)))
     stat.update(observed_config.path for observed_config in observed.configs.values())
+    stat.add(str(root / planner.ADOPTING))
     for folder in manifest.translations:
         stat.add(str(folder))
         stat.update(str(p) for p in folder.glob("*.json"))
@@ -467,7 +469,109 @@ def apply(
             )
             report = runner.run(result.plan)
         _lock_downloads(manifest, report)
+        _forget_adopted(root, report)
     return ApplyResult(result.plan, report)
+
+
+def _adopting(root: Path) -> dict[str, tuple[str, str]]:
+    """adopting.json, read only when there is one (the adoption module is not light)."""
+    if not (root / planner.ADOPTING).exists():
+        return {}
+    from reconciler import adoption
+
+    return adoption.read_adopting(root)
+
+
+def _forget_adopted(root: Path, report: Report) -> None:
+    """Drop from adopting.json the copies now set aside (their links follow in the same plan)."""
+    from reconciler.executor import Outcome
+
+    done = {
+        s.action.path
+        for s in report.steps
+        if s.action.kind is ActionKind.SET_ASIDE and s.outcome is Outcome.DONE
+    }
+    if not done:
+        return
+    from reconciler import adoption
+
+    left = {p: v for p, v in adoption.read_adopting(root).items() if p not in done}
+    path = root / adoption.ADOPTING_FILE
+    if left:
+        atomic_write(path, adoption.adopting_text(left).encode("utf-8"))
+    else:
+        path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class AdoptReport:
+    """What ``mlib adopt`` found in an app folder and wrote into the manifest."""
+
+    scan: Any  # reconciler.adoption.Scan
+    proposal: Any  # reconciler.adoption.Proposal
+    written: bool
+    manifest_before: str
+
+
+def adopt(manifest_path: Path, folder: Path, target: str, *, write: bool = True) -> AdoptReport:
+    """Scan ``folder`` (laid out as the app target ``target`` lays out models), and add to the
+    manifest a model per distinct file, moved into the library and linked back where it was
+    (identical copies the library already holds are linked to that model and set aside).
+    Nothing moves until the plan is applied; :func:`undo_adopt` restores the manifest."""
+    from reconciler import adoption, manifest_edit
+
+    manifest = load(manifest_path)
+    apps = {a.name: a for a in manifest.apps}
+    if target not in apps:
+        raise InvalidInputError(
+            [
+                Problem(
+                    str(manifest_path),
+                    None,
+                    "apps",
+                    f"no app target '{target}'",
+                    f"use one of: {', '.join(apps) or 'none (add one under apps:)'}",
+                )
+            ]
+        )
+    translation = select_translations(manifest)[target]
+    if not isinstance(translation, Translation):
+        raise ReconcilerError(f"cannot adopt for {target}: {translation}")
+    root = manifest.library
+    found = adoption.scan(Path(os.path.abspath(folder)), translation, library=root)
+    library = observe.observe_library(root)
+    known: dict[str, str] = {}
+    for model_id, m in library.items():
+        if m.metadata is None:
+            continue
+        files = m.metadata.files
+        if len(files) == 1:
+            known[files[0].sha256] = model_id
+        known[adoption.tree_digest((f.path, f.sha256) for f in files)] = model_id
+    taken = {spec.id for spec in manifest.models} | set(library)
+    proposal = adoption.propose(found, target, known, taken)
+    for entry in proposal.entries:  # as a person would write them: relative when beside
+        entry["source"] = manifest_edit.parse_source(entry["source"]["path"], manifest_path, "move")
+    before = read_text(manifest_path, "manifest")
+    if write and (proposal.entries or proposal.overrides):
+        overrides = [
+            (model, target, {k: v for k, v in (("folder", f), ("filename", n)) if v})
+            for model, f, n in proposal.overrides
+        ]
+        manifest_edit.add_models(manifest_path, proposal.entries, overrides)
+        if proposal.set_aside:
+            entries = adoption.read_adopting(root)
+            entries.update({p: (sha, model) for p, sha, model in proposal.set_aside})
+            (root / ".mlib").mkdir(parents=True, exist_ok=True)
+            text = adoption.adopting_text(entries)
+            atomic_write(root / adoption.ADOPTING_FILE, text.encode("utf-8"))
+    return AdoptReport(found, proposal, write, before)
+
+
+def undo_adopt(manifest_path: Path, report: AdoptReport) -> None:
+    """Put the manifest back as it was before :func:`adopt` (nothing else was changed yet)."""
+    if report.written:
+        atomic_write(manifest_path, report.manifest_before.encode("utf-8"))
 
 
 def _lock_downloads(manifest: Manifest, report: Report) -> None:

@@ -218,6 +218,55 @@ def _probe_source(path: Path) -> Any:
 
 
 @main.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--app", "target", required=True, help="The app target whose layout FOLDER has.")
+@click.option("-y", "--yes", is_flag=True, help="Apply without asking.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be adopted.")
+@click.pass_obj
+@_handle_errors
+def adopt(obj: Context, folder: Path, target: str, yes: bool, dry_run: bool) -> None:
+    """Move an app's existing model files into the library and link them back under the names
+    the app saw (identical copies stored once). Shown as a plan first."""
+    from reconciler import api
+    from reconciler.render import plan_lines, show
+
+    report = api.adopt(obj.manifest_path, folder, target, write=not dry_run)
+    scan, proposal = report.scan, report.proposal
+    for entry in proposal.entries:
+        click.echo(f"  + model  {entry['type']}/{entry['family']}/{entry['name']}  <- "
+                   f"{show(entry['source']['path'])}")  # fmt: skip
+    for model, _, _ in proposal.overrides:
+        click.echo(f"  = same bytes as {model}: linked to it")
+    for path, kept in proposal.left:
+        click.echo(f"  left     {show(str(path))}: identical to {show(str(kept))} in the same app")
+    for item in scan.unclassified:
+        click.echo(f"  left     {show(str(item.path))}: {item.reason}")
+    for link in scan.user_links:
+        click.echo(f"  left     {show(str(link.path))}: your symlink (not followed)")
+    for d in scan.probe_disagreements:
+        click.echo(f"  warning  {show(str(d.path))}: {d.message}")
+    click.echo(
+        f"Adopting {len(proposal.entries)} model(s) and {len(proposal.overrides)} copy(ies) of "
+        f"library models; {len(scan.unclassified) + len(proposal.left)} file(s) left in place."
+    )
+    if dry_run or not (proposal.entries or proposal.overrides):
+        return
+    preview = api.make_plan(obj.manifest_path)
+    for line in plan_lines(preview.plan):
+        click.echo(line)
+    if not yes and (not sys.stdin.isatty() or not click.confirm("Apply these changes?")):
+        api.undo_adopt(obj.manifest_path, report)
+        click.echo("Nothing changed (the manifest is as it was).")
+        sys.exit(1)
+    result = api.apply(obj.manifest_path)
+    failed = len(result.report.failed)
+    click.echo(f"Applied {len(result.report.steps) - failed} of {len(result.report.steps)} "
+               f"actions; {failed} failed.")  # fmt: skip
+    if failed or result.plan.conflicts:
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("model_id")
 @click.argument("target")
 @click.option("--versions", help="The app versions that see the model (a range).")

@@ -366,6 +366,29 @@ class Executor:
         fsops.atomic_write(path, out.getvalue().encode("utf-8"))
         return "section removed" if section is None else "section written"
 
+    def _set_aside(self, a: Action) -> str:
+        """Move an adopted copy out of the link's way into ``.mlib/trash/adopted/``, only while it
+        still holds the very bytes adoption found (sha256 checked now) and the library holds them
+        too: nothing is lost, and it can be taken back."""
+        path = Path(a.path)
+        if path.is_symlink() or not path.is_file():
+            raise ReconcilerError(f"{path} is no longer a plain file; left as it is")
+        now = hash_file(path).sha256
+        if now != a.data:
+            raise ReconcilerError(f"{path} changed since 'mlib adopt' looked at it; left in place")
+        if hash_file(Path(a.target)).sha256 != now:
+            raise ReconcilerError(f"{a.target} does not hold {path}'s bytes; {path} left in place")
+        try:
+            moved = fsops.move_to_trash(path, self.root / TRASH / "adopted")
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                raise ReconcilerError(
+                    f"{path} is on another filesystem than the library; remove it yourself "
+                    "(the library holds the same bytes), then apply again"
+                ) from None
+            raise
+        return f"set aside as {moved}"
+
     def _index_upsert(self, a: Action) -> str:
         entry = read_entry(a.model, a.path)
         if isinstance(entry, Skipped):

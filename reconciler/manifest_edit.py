@@ -71,16 +71,46 @@ def default_name(source: Mapping[str, Any]) -> str:
 
 def add_model(manifest_path: Path, entry: Mapping[str, Any]) -> Edit:
     """Append the model ``entry`` (name, type, family, kind, source, tags...) to ``models:``."""
+    return add_models(manifest_path, [entry], [])[0]
+
+
+def add_models(
+    manifest_path: Path,
+    entries: Sequence[Mapping[str, Any]],
+    overrides: Sequence[tuple[str, str, Mapping[str, Any]]],
+) -> list[Edit]:
+    """Append ``entries`` to ``models:`` and set ``overrides`` (model id, app target, fields of
+    its ``apps:`` entry) in one edit, checked once: all of it is written, or none."""
     doc, yaml = _load(manifest_path)
     models = doc.get("models")
     if models is None:
         from ruamel.yaml.comments import CommentedSeq
 
         models = doc["models"] = CommentedSeq()
-    new = _block(entry)
-    models.append(new)
+    for entry in entries:
+        models.append(_block(entry))
+    if overrides:
+        current = load_manifest(manifest_path)
+        index = {m.id: i for i, m in enumerate(current.models)}
+        for model_id, target, fields in overrides:
+            if model_id not in index:
+                raise InvalidInputError(
+                    [Problem(display_name(manifest_path), None, "models", f"no model '{model_id}'")]
+                )
+            model = models[index[model_id]]
+            apps = model.get("apps")
+            if apps is None:
+                from ruamel.yaml.comments import CommentedMap
+
+                apps = model["apps"] = CommentedMap()
+            short = _short({**_fields(apps.get(target)), **fields})
+            if short is not None:
+                apps[target] = short
     manifest = _write_checked(manifest_path, doc, yaml)
-    return Edit(manifest.models[-1].id, f"added {manifest.models[-1].id}")
+    added = manifest.models[len(manifest.models) - len(entries) :] if entries else ()
+    edits = [Edit(m.id, f"added {m.id}") for m in added]
+    edits += [Edit(m, f"{m}: linked into {t} as adopted") for m, t, _ in overrides]
+    return edits
 
 
 def set_override(

@@ -59,6 +59,8 @@ from reconciler.translations import LinkWant, Translation, links_for
 from reconciler.versions import parse_range
 
 STAGING = ".mlib/staging"
+#: Copies ``mlib adopt`` found identical to a library file, to be set aside for links.
+ADOPTING = ".mlib/adopting.json"
 #: Downloaded files waiting for their model folder; kept across applies so downloads resume.
 PARTIAL = ".mlib/staging/partial"
 _MODE_TEXT = {"auto": "symlink; hardlink or copy where the filesystem refuses symlinks"}
@@ -131,6 +133,9 @@ class Observed:
     remotes: Mapping[str, RemoteFacts] = field(default_factory=dict)
     #: ``link: config`` app targets: their extra_model_paths.yaml, by target name.
     configs: Mapping[str, ConfigFacts] = field(default_factory=dict)
+    #: Copies ``mlib adopt`` found identical to a model's file, to be replaced by links:
+    #: path -> (sha256, model id) (``.mlib/adopting.json``).
+    adopting: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 #: A WantedModel without its links: spec, folder, files, rename_from, imports.
@@ -512,10 +517,10 @@ def plan(
     overrides_texts: dict[tuple[AppOverride, ...], str] = {}
     for m in desired.models:
         _plan_model(m, root, observed, b, overrides_texts)
-    _plan_links(desired, observed, b)
-    _plan_unwanted(desired, observed, root, prune, b)
     for m in desired.models:
         _plan_finish_move(m, observed, b)
+    _plan_links(desired, observed, b)
+    _plan_unwanted(desired, observed, root, prune, b)
     actions = sorted(enumerate(b.actions), key=lambda ia: (ORDER[ia[1].kind], ia[0]))
     return Plan(
         actions=tuple(a for _, a in actions),
@@ -526,6 +531,52 @@ def plan(
     )
 
 
+def _vacated(b: _Builder) -> frozenset[str]:
+    """Paths the plan's own actions empty before links are made: the sources of ``move``
+    imports (an adopted file's own place) and moved sources removed by FINISH_MOVE."""
+    out: set[str] = set()
+    for a in b.actions:
+        if a.kind is ActionKind.IMPORT and a.mode == "move":
+            out.update(f.source for f in a.files)
+        elif a.kind is ActionKind.FINISH_MOVE:
+            out.add(a.path)
+    return frozenset(out)
+
+
+def _adopted(
+    link: WantedLink, kind: PathKind, vacated: frozenset[str], observed: Observed, b: _Builder
+) -> bool:
+    """A file where ``link`` goes that adoption put there to be replaced: the model's own moved
+    source (gone by the time links are made), or a copy ``mlib adopt`` found identical to the
+    model's file (set aside to .mlib/trash/, its sha256 checked again first). Plans the link."""
+    copy = observed.adopting.get(link.path)
+    if link.path not in vacated and (
+        kind is not PathKind.FILE or copy is None or copy[1] != link.model
+    ):
+        return False
+    if link.path not in vacated:
+        assert copy is not None
+        b.act(
+            ActionKind.SET_ASIDE,
+            link.model,
+            "adopted: the same bytes as the library's file (sha256 checked before it is moved); "
+            "set aside in .mlib/trash/ so the link takes its place",
+            path=link.path,
+            target=link.target,
+            data=copy[0],
+        )
+    b.act(
+        ActionKind.LINK,
+        link.model,
+        f"adopted: {link.app} sees it where it was, now from the library",
+        path=link.path,
+        target=link.target,
+        mode=link.mode,
+        app=link.app,
+    )
+    return True
+
+
 def _plan_finish_move(m: WantedModel, observed: Observed, b: _Builder) -> None:
     """A ``move`` interrupted after its model folder was renamed into place left the source:
     remove it when it is the very file the library holds (same inode), else report it."""
@@ -533,6 +584,8 @@ def _plan_finish_move(m: WantedModel, observed: Observed, b: _Builder) -> None:
     lib = observed.library.get(m.spec.id)
     if not isinstance(source, LocalSource) or source.mode.value != "move" or m.imports:
         return
+    if any(link.path == source.path for link in m.links):
+        return  # adopted: the model's own link stands where its source was
     facts = observed.sources.get(source.path)
     if lib is None or facts is None or facts.error is not None:
         return
@@ -804,6 +857,7 @@ def _file_drift(lib: LibraryModel, b: _Builder) -> None:
 
 def _plan_links(desired: Desired, observed: Observed, b: _Builder) -> None:
     registry = {r.link_path: r for r in observed.registry}
+    vacated = _vacated(b)
     for link in desired.links:
         facts = observed.paths.get(link.path)
         kind = facts.kind if facts is not None else PathKind.MISSING
@@ -870,6 +924,8 @@ def _plan_links(desired: Desired, observed: Observed, b: _Builder) -> None:
             )
         ):
             b.noops.append(NoOp(link.model, f"{record.mode} in {link.app}", link.path))
+            continue
+        if _adopted(link, kind, vacated, observed, b):
             continue
         b.conflicts.append(
             Conflict(

@@ -58,6 +58,7 @@ def summary_counts(plan: Plan) -> dict[str, int]:
             ActionKind.WRITE_OVERRIDES,
             ActionKind.INDEX_UPSERT,
             ActionKind.WRITE_CONFIG,
+            ActionKind.SET_ASIDE,
             ActionKind.INDEX_DELETE,
             ActionKind.FINISH_MOVE,
         ),

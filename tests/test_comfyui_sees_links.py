@@ -301,3 +301,165 @@ def test_config_mode_shows_the_models_through_extra_model_paths(
     write_yaml(manifest, doc)
     assert mlib(manifest, "apply", "-y").returncode == 0
     assert config.read_text() == mine
+
+
+# --- adopting an existing install -----------------------------------------------------------------
+
+
+def _safetensors(path: Path, names: list[str], seed: int, size: int = 16) -> None:
+    """A valid .safetensors file whose tensor names say what kind of model it is."""
+    import random
+    import struct
+
+    header = {n: {"dtype": "U8", "shape": [size], "data_offsets": [size * i, size * (i + 1)]}
+              for i, n in enumerate(names)}  # fmt: skip
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        struct.pack("<Q", len(raw)) + raw + random.Random(seed).randbytes(size * len(names))
+    )
+
+
+CHECKPOINT = ["model.diffusion_model.input_blocks.0.weight", "first_stage_model.encoder.conv_in.weight",
+              "cond_stage_model.transformer.text_model.x"]  # fmt: skip
+LORA = ["lora_unet_down_blocks_0.lora_down.weight", "lora_te_text_model.lora_up.weight"]
+VAE = ["encoder.conv_in.weight", "decoder.conv_out.weight", "encoder.down.0.block.0.conv1.weight"]
+T5 = ["encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"]
+
+
+def existing_install(base: Path) -> tuple[Path, Path]:
+    """A ComfyUI models folder as users have them (subfolders, an unclean name, a copy of one file
+    in the same app, a readme, their own symlink) and an A1111 folder with another copy."""
+    models = base / "ComfyUI" / "models"
+    _safetensors(models / "checkpoints" / "base.safetensors", CHECKPOINT, 1, 4096)
+    _safetensors(models / "checkpoints" / "sdxl" / "other.safetensors", CHECKPOINT, 2)
+    _safetensors(models / "checkpoints" / "copy of base.safetensors", CHECKPOINT, 1, 4096)
+    _safetensors(models / "loras" / "My Lora (v2).safetensors", LORA, 3)
+    _safetensors(models / "vae" / "v.safetensors", VAE, 4)
+    _safetensors(models / "text_encoders" / "t5.safetensors", T5, 5)
+    (models / "checkpoints" / "readme.txt").write_text("my notes")
+    (base / "elsewhere.safetensors").write_bytes(b"mine")
+    (models / "loras" / "mine.safetensors").symlink_to(base / "elsewhere.safetensors")
+    webui = base / "webui"
+    _safetensors(webui / "models" / "Stable-diffusion" / "base.safetensors", CHECKPOINT, 1, 4096)
+    manifest = base / "mlib.yaml"
+    manifest.write_text(
+        "# adopted\nversion: 1\nlibrary: lib\napps:\n"
+        '  comfy: {app: comfyui, version: "0.3.62", models_dir: ComfyUI/models}\n'
+        '  webui: {app: a1111, version: "1.10.0", models_dir: webui}\n'
+        "models: []\n"
+    )
+    return manifest, models
+
+
+def contents(root: Path) -> dict[str, str]:
+    """Every file under ``root`` that is not a folder, by relative path: the sha256 of what it
+    shows (through links)."""
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".mlib" not in p.parts
+    }
+
+
+def test_adopting_keeps_comfyuis_lists_and_stores_each_file_once(
+    tmp_path: Path, folder_paths_file: Path
+) -> None:
+    manifest, models = existing_install(tmp_path)
+    before = listings(point_at(load_folder_paths(folder_paths_file), models))
+    shown_before = contents(models)
+    webui_before = contents(tmp_path / "webui")
+    assert before["checkpoints"] == ["base.safetensors", "copy of base.safetensors",
+                                     "sdxl/other.safetensors"]  # fmt: skip
+
+    r = mlib(manifest, "adopt", str(models), "--app", "comfy", "-y")
+    assert r.returncode == 1, r.stdout + r.stderr  # the webui copy is in a link's way until adopted
+    assert "readme.txt: a .txt file" in r.stdout and "mine.safetensors: your symlink" in r.stdout
+    r = mlib(manifest, "adopt", str(tmp_path / "webui"), "--app", "webui", "-y")
+    assert "Applied 2 of 2 actions; 0 failed" in r.stdout, r.stdout + r.stderr
+    assert_nothing_left(manifest, "webui")
+
+    after = listings(point_at(load_folder_paths(folder_paths_file), models))
+    assert after == before  # ComfyUI offers exactly the same names
+    assert contents(models) == shown_before  # and each shows the same bytes
+    webui_after = contents(tmp_path / "webui")  # plus links to the models adopted from comfy
+    assert {name: webui_after.get(name) for name in webui_before} == webui_before
+    library = contents(tmp_path / "lib")
+    weights = [h for p, h in library.items() if p.endswith(".safetensors")]
+    assert len(weights) == len(set(weights)) == 5  # one copy of each file
+    assert (models / "checkpoints" / "readme.txt").read_text() == "my notes"  # never moved
+    assert (models / "loras" / "mine.safetensors").readlink() == tmp_path / "elsewhere.safetensors"
+    assert not (models / "checkpoints" / "copy of base.safetensors").is_symlink()  # left, same app
+    (aside,) = (tmp_path / "lib" / ".mlib" / "trash" / "adopted").iterdir()
+    assert sha256_file(aside) == webui_before["models/Stable-diffusion/base.safetensors"]
+    assert not (tmp_path / "lib" / ".mlib" / "adopting.json").exists()
+    text = manifest.read_text()
+    assert text.startswith("# adopted\n") and "filename: My Lora (v2).safetensors" in text
+
+
+def test_a_declined_adoption_changes_nothing(tmp_path: Path) -> None:
+    manifest, models = existing_install(tmp_path)
+    before_manifest, before = manifest.read_bytes(), contents(models)
+    r = mlib(manifest, "adopt", str(models), "--app", "comfy")  # no -y, not a terminal
+    assert r.returncode == 1 and "Nothing changed" in r.stdout
+    assert manifest.read_bytes() == before_manifest and contents(models) == before
+    r = mlib(manifest, "adopt", str(models), "--app", "comfy", "--dry-run")
+    assert r.returncode == 0 and "Adopting 5 model(s)" in r.stdout
+    assert manifest.read_bytes() == before_manifest
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8])
+def test_killing_an_adoption_loses_no_file(tmp_path: Path, delay: float) -> None:
+    """SIGKILL the apply of an adoption at several moments, apply again: every name still shows
+    the bytes it showed, and the library ends complete and verified."""
+    import signal
+    import time
+
+    from scenario import mlib_popen
+
+    from reconciler import api
+
+    manifest, models = existing_install(tmp_path)
+    shown_before = contents(models)
+    api.adopt(manifest, models, "comfy")  # the manifest now says it: nothing has moved yet
+    assert contents(models) == shown_before
+    proc = mlib_popen(manifest, "apply", "-y")
+    time.sleep(delay)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert contents(models) == shown_before  # right after the kill, too
+    mlib(manifest, "apply", "-y")
+    assert contents(models) == shown_before
+    assert mlib(manifest, "verify").returncode == 0
+    # The webui's own copy of base was not adopted here: it stays in its link's way.
+    assert_nothing_left(manifest, "webui", [("file_in_the_way", "diffusion/sd15/base")])
+
+
+def assert_nothing_left(
+    manifest: Path, other_app: str, more: list[tuple[str, str]] | None = None
+) -> None:
+    """The plan after adopting has no action, and no conflict but the one A1111 gives for the
+    text encoder it has no folder for (a model links into every app target by default)."""
+    r = mlib(manifest, "plan", "--json")
+    plan = json.loads(r.stdout)
+    assert plan["actions"] == [], plan["actions"]
+    found = sorted((c["kind"], c["model"]) for c in plan["conflicts"])
+    assert found == sorted([("translation", "diffusion/unknown/t5"), *(more or [])]), found
+    assert any(other_app in c["message"] for c in plan["conflicts"])
+
+
+def test_a_copy_changed_after_adopt_is_left_in_place(tmp_path: Path) -> None:
+    from reconciler import api
+
+    manifest, models = existing_install(tmp_path)
+    assert mlib(manifest, "adopt", str(models), "--app", "comfy", "-y").returncode == 1
+    copy = tmp_path / "webui" / "models" / "Stable-diffusion" / "base.safetensors"
+    api.adopt(manifest, tmp_path / "webui", "webui")  # says: set the copy aside for a link
+    copy.write_bytes(copy.read_bytes()[:-1] + b"!")  # then the user changes it
+    changed = sha256_file(copy)
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 1 and "changed since 'mlib adopt' looked at it" in r.stdout + r.stderr
+    assert not copy.is_symlink() and sha256_file(copy) == changed  # untouched
+    assert not (tmp_path / "lib" / ".mlib" / "trash" / "adopted").exists()
