@@ -690,11 +690,15 @@ class Proposal:
     left: tuple[tuple[Path, Path], ...]
 
 
-def propose(scan: Scan, target: str, known: Mapping[str, str], taken: Collection[str]) -> Proposal:
+def propose(
+    scan: Scan, target: str, known: Mapping[str, tuple[str, str]], taken: Collection[str]
+) -> Proposal:
     """The manifest changes that adopt ``scan``'s items for the app target ``target``.
 
     ``known`` maps a sha256 (or a bundle's tree digest) the library already holds to its model
-    id; ``taken`` are the model ids already in the manifest or the library.
+    id and the name the app would see (the file's, or the folder's); ``taken`` are the model
+    ids already in the manifest or the library. Of identical items in the app, the one nearest
+    the top (then by name) becomes the model; the others stay where they are.
     """
     entries: list[dict[str, Any]] = []
     overrides: list[tuple[str, str | None, str | None]] = []
@@ -702,19 +706,21 @@ def propose(scan: Scan, target: str, known: Mapping[str, str], taken: Collection
     left: list[tuple[Path, Path]] = []
     used = set(taken)
     kept: dict[str, Path] = {}
-    for item in scan.found:
+    for item in sorted(scan.found, key=lambda f: (f.rel.count("/"), f.rel)):
         digest = item.digest
         if digest is not None and digest in kept:
             left.append((item.path, kept[digest]))
             continue
         if digest is not None:
             kept[digest] = item.path
-        folder, filename = _placement(item)
-        model = known.get(digest) if digest is not None else None
-        if model is not None:
-            overrides.append((model, folder, filename))
+        held = known.get(digest) if digest is not None else None
+        if held is not None:
+            model, shown = held
+            folder = item.folder if item.folder != item.prefix else None
+            overrides.append((model, folder, item.filename if item.filename != shown else None))
             set_aside.append((str(item.path), digest or "", model))
             continue
+        folder, filename = _placement(item)
         name = PurePosixPath(item.filename).stem if item.scope is LinkScope.FILE else item.filename
         model_id = f"{item.type.value}/{item.family}/{clean_slug(name)}"
         if model_id in used:  # another model has the name: the content tells them apart

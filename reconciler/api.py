@@ -540,14 +540,15 @@ def adopt(manifest_path: Path, folder: Path, target: str, *, write: bool = True)
     root = manifest.library
     found = adoption.scan(Path(os.path.abspath(folder)), translation, library=root)
     library = observe.observe_library(root)
-    known: dict[str, str] = {}
+    known: dict[str, tuple[str, str]] = {}  # what the library holds -> (model, name shown)
     for model_id, m in library.items():
         if m.metadata is None:
             continue
         files = m.metadata.files
         if len(files) == 1:
-            known[files[0].sha256] = model_id
-        known[adoption.tree_digest((f.path, f.sha256) for f in files)] = model_id
+            known[files[0].sha256] = (model_id, files[0].path)
+        digest = adoption.tree_digest((f.path, f.sha256) for f in files)
+        known[digest] = (model_id, m.metadata.cleaned_name)
     taken = {spec.id for spec in manifest.models} | set(library)
     proposal = adoption.propose(found, target, known, taken)
     for entry in proposal.entries:  # as a person would write them: relative when beside
