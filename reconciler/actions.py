@@ -73,7 +73,8 @@ class Action:
     """One step of a plan.
 
     ``model`` is the model id it concerns; ``path`` the main path it changes (model folder, link);
-    ``target`` what a link points to, or the new folder of a rename; ``mode`` the import or link
+    ``target`` what a link points to, the new folder of a rename, or the source folder of an
+    import of a folder; ``mode`` the import or link
     mode; ``files`` the files of an import; ``data`` the JSON text a write action writes.
     """
 

@@ -12,6 +12,7 @@ Safety rules kept here:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -152,6 +153,8 @@ class Executor:
         if a.mode == "move":
             for f in a.files:
                 os.unlink(f.source)  # only now: the library holds a verified copy
+            if a.target:  # a moved bundle leaves no empty shell (its link may go there)
+                _prune_empty(Path(a.target))
         return detail
 
     def _prefetch(self, downloads: list[Action]) -> None:
@@ -457,6 +460,14 @@ def _headers(source: dict[str, Any], url: str) -> dict[str, str]:
     from reconciler.sources import url as url_source
 
     return url_source.headers(url)
+
+
+def _prune_empty(folder: Path) -> None:
+    """Remove ``folder`` and the folders in it, bottom up, as far as they are empty: a file
+    left in it (one mlib did not move) keeps it and its parents."""
+    for current, _dirs, _files in os.walk(folder, topdown=False):
+        with contextlib.suppress(OSError):  # not empty: kept
+            os.rmdir(current)
 
 
 def _fetch_key(f: ImportFile) -> str:

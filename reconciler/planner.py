@@ -538,6 +538,8 @@ def _vacated(b: _Builder) -> frozenset[str]:
     for a in b.actions:
         if a.kind is ActionKind.IMPORT and a.mode == "move":
             out.update(f.source for f in a.files)
+            if a.target:  # a moved bundle's own folder: emptied, then removed
+                out.add(a.target)
         elif a.kind is ActionKind.FINISH_MOVE:
             out.add(a.path)
     return frozenset(out)
@@ -709,11 +711,13 @@ def _plan_model(
         assert isinstance(source, LocalSource)
         data = {"metadata": _partial_metadata(spec), "overrides": json.loads(overrides_json)}
         count = "" if len(m.imports) == 1 else f"{len(m.imports)} files "
+        facts = observed.sources.get(source.path)
         b.act(
             ActionKind.IMPORT,
             spec.id,
             f"new model: {source.mode.value} {count}from {source.path}",
             path=m.folder,
+            target=source.path if facts is not None and facts.is_dir else "",
             mode=source.mode.value,
             files=m.imports,
             data=_json(data),

@@ -429,7 +429,11 @@ def test_killing_an_adoption_loses_no_file(tmp_path: Path, delay: float) -> None
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
-    assert contents(models) == shown_before  # right after the kill, too
+    # Right after the kill, each file's bytes are where they were, or already in the library (a
+    # name is missing only between a move and its link, which the next apply makes).
+    now, kept = contents(models), set(contents(tmp_path / "lib").values())
+    for name, digest in shown_before.items():
+        assert now.get(name) == digest or digest in kept, name
     mlib(manifest, "apply", "-y")
     assert contents(models) == shown_before
     assert mlib(manifest, "verify").returncode == 0
