@@ -356,11 +356,14 @@ def existing_install(base: Path) -> tuple[Path, Path]:
 def contents(root: Path) -> dict[str, str]:
     """Every file under ``root`` that is not a folder, by relative path: the sha256 of what it
     shows (through links)."""
-    return {
-        p.relative_to(root).as_posix(): sha256_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".mlib" not in p.parts
-    }
+    out = {}
+    for folder, dirs, files in os.walk(root, followlinks=True):  # into linked bundles too
+        dirs[:] = [d for d in dirs if d != ".mlib"]
+        for name in files:
+            path = Path(folder) / name
+            if path.is_file():
+                out[path.relative_to(root).as_posix()] = sha256_file(path)
+    return dict(sorted(out.items()))
 
 
 def test_adopting_keeps_comfyuis_lists_and_stores_each_file_once(
@@ -467,3 +470,19 @@ def test_a_copy_changed_after_adopt_is_left_in_place(tmp_path: Path) -> None:
     assert r.returncode == 1 and "changed since 'mlib adopt' looked at it" in r.stdout + r.stderr
     assert not copy.is_symlink() and sha256_file(copy) == changed  # untouched
     assert not (tmp_path / "lib" / ".mlib" / "trash" / "adopted").exists()
+
+
+def test_adopting_a_diffusers_folder_links_it_back(tmp_path: Path, folder_paths_file: Path) -> None:
+    manifest, models = existing_install(tmp_path)
+    pipe = models / "diffusers" / "my-pipe"
+    (pipe / "unet").mkdir(parents=True)
+    (pipe / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    _safetensors(pipe / "unet" / "diffusion_pytorch_model.safetensors", ["down_blocks.0.x"], 9)
+    before = contents(models)
+    fp = point_at(load_folder_paths(folder_paths_file), models)
+    assert diffusers_names(fp) == ["my-pipe"]
+    mlib(manifest, "adopt", str(models), "--app", "comfy", "-y")
+    assert pipe.is_symlink() and (pipe / "model_index.json").is_file()
+    assert diffusers_names(point_at(load_folder_paths(folder_paths_file), models)) == ["my-pipe"]
+    after = contents(models)
+    assert {name: after.get(name) for name in before} == before
