@@ -47,7 +47,7 @@ from reconciler.errors import FileChangedError, NamingError, ReconcilerError
 from reconciler.facts import FileStat
 from reconciler.hashing import Progress, hash_file
 from reconciler.model import ModelType
-from reconciler.naming import clean_filename, clean_slug
+from reconciler.naming import check_relpath, clean_filename, clean_slug
 from reconciler.planner import ADOPTING
 from reconciler.probe import Probe, probe_file
 from reconciler.translations import LinkScope, Match, Rule, Translation
@@ -546,6 +546,15 @@ def _folder(
             "(see the links and the rest of this list); sort that out, then adopt again"
         )
         return Unclassified(path, bundle, reason, is_dir=True)
+    hidden = _hidden_entries(path)
+    if hidden:
+        return Unclassified(
+            path,
+            bundle,
+            f"holds {', '.join(hidden[:3])}, hidden, which an import leaves behind (the folder "
+            "could not become a link); move it out, then adopt again",
+            is_dir=True,
+        )
     tree: list[TreeFile] = []
     for rel, st in sorted(files):
         inner = rel[len(bundle) + 1 :]
@@ -586,6 +595,17 @@ def _folder(
         files=tuple(tree),
         tree_digest=digest,
     )
+
+
+def _hidden_entries(folder: Path) -> list[str]:
+    """Entries whose names start with ``.`` anywhere in ``folder`` (relative paths)."""
+    found = []
+    for current, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            if name.startswith("."):
+                found.append(os.path.relpath(os.path.join(current, name), folder))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    return sorted(found)
 
 
 def tree_digest(files: Iterable[tuple[str, str]]) -> str:
@@ -688,18 +708,27 @@ class Proposal:
     overrides: tuple[tuple[str, str | None, str | None], ...]
     set_aside: tuple[tuple[str, str, str], ...]
     left: tuple[tuple[Path, Path], ...]
+    #: Items left in place because no usable model name or link name comes from them, and why.
+    refused: tuple[tuple[Path, str], ...] = ()
 
 
 def propose(
-    scan: Scan, target: str, known: Mapping[str, tuple[str, str]], taken: Collection[str]
+    scan: Scan,
+    target: str,
+    known: Mapping[str, tuple[str, str]],
+    taken: Collection[str],
+    linked: Collection[str] = (),
 ) -> Proposal:
     """The manifest changes that adopt ``scan``'s items for the app target ``target``.
 
     ``known`` maps a sha256 (or a bundle's tree digest) the library already holds to its model
     id and the name the app would see (the file's, or the folder's); ``taken`` are the model
-    ids already in the manifest or the library. Of identical items in the app, the one nearest
-    the top (then by name) becomes the model; the others stay where they are.
+    ids already in the manifest or the library; ``linked`` the models already linked somewhere
+    in the scanned folder (a copy of one stays where it is: adopting twice changes nothing). Of
+    identical items in the app, the one nearest the top (then by name) becomes the model; the
+    others stay where they are. An item whose name gives no usable model or link name is refused.
     """
+    refused: list[tuple[Path, str]] = []
     entries: list[dict[str, Any]] = []
     overrides: list[tuple[str, str | None, str | None]] = []
     set_aside: list[tuple[str, str, str]] = []
@@ -713,7 +742,14 @@ def propose(
             continue
         if digest is not None:
             kept[digest] = item.path
+        problem = _unusable(item)
+        if problem:
+            refused.append((item.path, problem))
+            continue
         held = known.get(digest) if digest is not None else None
+        if held is not None and held[0] in linked:
+            left.append((item.path, Path(held[1])))  # the app already sees that model
+            continue
         if held is not None:
             model, shown = held
             folder = item.folder if item.folder != item.prefix else None
@@ -743,7 +779,24 @@ def propose(
         if app:
             entry["apps"] = {target: app}
         entries.append(entry)
-    return Proposal(tuple(entries), tuple(overrides), tuple(set_aside), tuple(left))
+    return Proposal(tuple(entries), tuple(overrides), tuple(set_aside), tuple(left), tuple(refused))
+
+
+def _unusable(item: Found) -> str:
+    """Why ``item``'s name cannot become a model name and a link name ("" when it can)."""
+    try:
+        item.filename.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8 (rename it, then adopt again)"
+    stem = PurePosixPath(item.filename).stem if item.scope is LinkScope.FILE else item.filename
+    try:
+        clean_slug(stem)
+        check_relpath(item.filename)
+        if item.folder:
+            check_relpath(item.folder)
+    except NamingError as exc:
+        return f"{exc} (rename it, then adopt again)"
+    return ""
 
 
 def _placement(item: Found) -> tuple[str | None, str | None]:

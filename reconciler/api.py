@@ -511,6 +511,8 @@ class AdoptReport:
     proposal: Any  # reconciler.adoption.Proposal
     written: bool
     manifest_before: str
+    pending: Path  # adopting.json, and its bytes before (None: there was none)
+    pending_before: bytes | None = None
 
 
 def adopt(manifest_path: Path, folder: Path, target: str, *, write: bool = True) -> AdoptReport:
@@ -534,11 +536,37 @@ def adopt(manifest_path: Path, folder: Path, target: str, *, write: bool = True)
                 )
             ]
         )
+    app = apps[target]
+    if os.path.realpath(folder) != os.path.realpath(app.models_dir):
+        raise InvalidInputError(
+            [
+                Problem(
+                    str(manifest_path),
+                    None,
+                    f"apps.{target}.models_dir",
+                    f"{folder} is not the models folder of '{target}' ({app.models_dir})",
+                    f"adopt {app.models_dir}, or point '{target}' at {folder} first",
+                )
+            ]
+        )
+    if app.link is LinkMode.CONFIG:
+        raise InvalidInputError(
+            [
+                Problem(
+                    str(manifest_path),
+                    None,
+                    f"apps.{target}.link",
+                    "adopting links each file back where it was; 'link: config' cannot (ComfyUI "
+                    "would list the library's names instead)",
+                    "adopt with 'link: auto', then switch to config mode if you want",
+                )
+            ]
+        )
     translation = select_translations(manifest)[target]
     if not isinstance(translation, Translation):
         raise ReconcilerError(f"cannot adopt for {target}: {translation}")
     root = manifest.library
-    found = adoption.scan(Path(os.path.abspath(folder)), translation, library=root)
+    found = adoption.scan(app.models_dir, translation, library=root)  # the paths links will have
     library = observe.observe_library(root)
     known: dict[str, tuple[str, str]] = {}  # what the library holds -> (model, name shown)
     for model_id, m in library.items():
@@ -550,10 +578,17 @@ def adopt(manifest_path: Path, folder: Path, target: str, *, write: bool = True)
         digest = adoption.tree_digest((f.path, f.sha256) for f in files)
         known[digest] = (model_id, m.metadata.cleaned_name)
     taken = {spec.id for spec in manifest.models} | set(library)
-    proposal = adoption.propose(found, target, known, taken)
+    library_real = os.path.realpath(root) + os.sep
+    linked = {  # models already linked somewhere in this app folder
+        "/".join(os.path.relpath(os.path.realpath(link.target), library_real).split(os.sep)[:3])
+        for link in found.library_links
+    }
+    proposal = adoption.propose(found, target, known, taken, linked)
     for entry in proposal.entries:  # as a person would write them: relative when beside
         entry["source"] = manifest_edit.parse_source(entry["source"]["path"], manifest_path, "move")
     before = read_text(manifest_path, "manifest")
+    pending = root / adoption.ADOPTING_FILE
+    pending_before = pending.read_bytes() if pending.exists() else None
     if write and (proposal.entries or proposal.overrides):
         overrides = [
             (model, target, {k: v for k, v in (("folder", f), ("filename", n)) if v})
@@ -566,13 +601,28 @@ def adopt(manifest_path: Path, folder: Path, target: str, *, write: bool = True)
             (root / ".mlib").mkdir(parents=True, exist_ok=True)
             text = adoption.adopting_text(entries)
             atomic_write(root / adoption.ADOPTING_FILE, text.encode("utf-8"))
-    return AdoptReport(found, proposal, write, before)
+    return AdoptReport(found, proposal, write, before, pending, pending_before)
 
 
-def undo_adopt(manifest_path: Path, report: AdoptReport) -> None:
-    """Put the manifest back as it was before :func:`adopt` (nothing else was changed yet)."""
-    if report.written:
-        atomic_write(manifest_path, report.manifest_before.encode("utf-8"))
+def undo_adopt(manifest_path: Path, report: AdoptReport) -> bool:
+    """Put the manifest and adopting.json back as they were before :func:`adopt`; False (and
+    nothing changed) when another apply has carried out part of the adoption meanwhile: its
+    models are in the library now, and their entries must stay or their links would go."""
+    if not report.written:
+        return True
+    manifest = load(manifest_path)
+    adopted = {spec.id for spec in manifest.models} - {
+        spec.id for spec in load_manifest(manifest_path, text=report.manifest_before).models
+    }
+    if any((manifest.library / model_id / "metadata.json").exists() for model_id in adopted):
+        log.warning("an apply carried out the adoption meanwhile: the manifest keeps it")
+        return False
+    atomic_write(manifest_path, report.manifest_before.encode("utf-8"))
+    if report.pending_before is not None:
+        atomic_write(report.pending, report.pending_before)
+    else:
+        report.pending.unlink(missing_ok=True)
+    return True
 
 
 def _lock_downloads(manifest: Manifest, report: Report) -> None:

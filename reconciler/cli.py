@@ -239,6 +239,8 @@ def adopt(obj: Context, folder: Path, target: str, yes: bool, dry_run: bool) -> 
         click.echo(f"  = same bytes as {model}: linked to it")
     for path, kept in proposal.left:
         click.echo(f"  left     {show(str(path))}: identical to {show(str(kept))} in the same app")
+    for path, why in proposal.refused:
+        click.echo(f"  left     {show(str(path))}: {why}")
     for item in scan.unclassified:
         click.echo(f"  left     {show(str(item.path))}: {item.reason}")
     for link in scan.user_links:
@@ -247,7 +249,9 @@ def adopt(obj: Context, folder: Path, target: str, yes: bool, dry_run: bool) -> 
         click.echo(f"  warning  {show(str(d.path))}: {d.message}")
     click.echo(
         f"Adopting {len(proposal.entries)} model(s) and {len(proposal.overrides)} copy(ies) of "
-        f"library models; {len(scan.unclassified) + len(proposal.left)} file(s) left in place."
+        f"library models; "
+        f"{len(scan.unclassified) + len(proposal.left) + len(proposal.refused)} file(s) left "
+        "in place."
     )
     if dry_run or not (proposal.entries or proposal.overrides):
         return
@@ -255,13 +259,19 @@ def adopt(obj: Context, folder: Path, target: str, yes: bool, dry_run: bool) -> 
     for line in plan_lines(preview.plan):
         click.echo(line)
     if not yes and (not sys.stdin.isatty() or not click.confirm("Apply these changes?")):
-        api.undo_adopt(obj.manifest_path, report)
-        click.echo("Nothing changed (the manifest is as it was).")
+        if api.undo_adopt(obj.manifest_path, report):
+            click.echo("Nothing changed (the manifest is as it was).")
+        else:
+            click.echo("Another apply carried out this adoption meanwhile; the manifest keeps it.")
         sys.exit(1)
     result = api.apply(obj.manifest_path)
+    for step in result.report.steps:
+        if step.outcome.value != "done":
+            click.echo(f"  {step.outcome.value.upper():<7} {step.action.kind.value:<15} "
+                       f"{step.action.path or step.action.model} ({step.detail})")  # fmt: skip
+    done = sum(1 for s in result.report.steps if s.outcome.value == "done")
     failed = len(result.report.failed)
-    click.echo(f"Applied {len(result.report.steps) - failed} of {len(result.report.steps)} "
-               f"actions; {failed} failed.")  # fmt: skip
+    click.echo(f"Applied {done} of {len(result.report.steps)} actions; {failed} failed.")
     if failed or result.plan.conflicts:
         sys.exit(1)
 

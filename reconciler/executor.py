@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import io
 import json
 import logging
 import os
@@ -335,38 +334,26 @@ class Executor:
         return "written"
 
     def _write_config(self, a: Action) -> str:
-        """Set (or remove) mlib's section of a ComfyUI extra_model_paths.yaml, leaving every other
-        section and comment as it is (round-trip YAML), written atomically."""
-        from ruamel.yaml import YAML
-        from ruamel.yaml.comments import CommentedMap
-        from ruamel.yaml.scalarstring import LiteralScalarString
+        """Set (or remove) mlib's section of a ComfyUI extra_model_paths.yaml as text: the lines
+        of every other section, comment and blank stay byte for byte (a YAML round trip would
+        re-indent them). The result is read back as ComfyUI reads it before it is written."""
+        import yaml
 
         data = json.loads(a.data)
         name, section = data["name"], data["section"]
-        path = Path(a.path)
-        yaml = YAML()
-        yaml.preserve_quotes = True
+        path = Path(os.path.realpath(a.path))  # a symlinked config file stays a symlink
         text = path.read_text(encoding="utf-8") if path.exists() else ""
-        doc = yaml.load(text) if text.strip() else None
-        if doc is None:
-            if section is None:
-                return "nothing to remove"
-            doc = CommentedMap()
-        if section is None:
-            doc.pop(name, None)
-        else:
-            entry = CommentedMap()
-            for key, value in section.items():
-                entry[key] = LiteralScalarString(value) if "\n" in value else value
-            # The note belongs to the section: it goes when the section goes.
-            entry.yaml_set_start_comment(
-                "written by mlib apply from mlib.yaml: edits are replaced", indent=2
-            )
-            doc[name] = entry
-        out = io.StringIO()
-        yaml.dump(doc, out)
+        if section is None and not text:
+            return "nothing to remove"
+        new = _with_section(text, name, section)
+        try:
+            read = yaml.safe_load(new) or {}
+        except yaml.YAMLError as exc:
+            raise ReconcilerError(f"{a.path} would not read back ({exc}); left as it is") from None
+        if not isinstance(read, dict) or read.get(name) != section:
+            raise ReconcilerError(f"{a.path} would not read back as written; left as it is")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fsops.atomic_write(path, out.getvalue().encode("utf-8"))
+        fsops.atomic_write(path, new.encode("utf-8"))
         return "section removed" if section is None else "section written"
 
     def _set_aside(self, a: Action) -> str:
@@ -432,7 +419,12 @@ class Executor:
         return "removed"
 
     def _finish_move(self, a: Action) -> str:
-        """Remove a moved source only while it is the very file the library holds (one inode)."""
+        """Remove a moved source only while it is the very file the library holds (one inode),
+        and only through a path outside the library (through a symlink to a library folder, the
+        "source" would be the library's own file)."""
+        library = os.path.realpath(self.root) + os.sep
+        if os.path.realpath(os.path.dirname(os.path.abspath(a.path))).startswith(library):
+            raise ReconcilerError(f"{a.path} is inside the library (through a link); left alone")
         source, kept = os.stat(a.path, follow_symlinks=False), os.stat(a.target)
         if (source.st_dev, source.st_ino) != (kept.st_dev, kept.st_ino):
             raise ReconcilerError(f"{a.path} is no longer the library's file; left in place")
@@ -468,6 +460,40 @@ def _prune_empty(folder: Path) -> None:
     for current, _dirs, _files in os.walk(folder, topdown=False):
         with contextlib.suppress(OSError):  # not empty: kept
             os.rmdir(current)
+
+
+def _with_section(text: str, name: str, section: dict[str, str] | None) -> str:
+    """``text`` with its top-level ``name:`` block (the key line and what follows up to the next
+    line that starts in column 0) replaced by ``section``, appended when absent, or removed."""
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines(keepends=True)
+    start = next(
+        (i for i, line in enumerate(lines) if line.rstrip("\r\n").split("#")[0].strip()
+         in (f"{name}:", f"{name}: ")),
+        None,
+    )  # fmt: skip
+    block: list[str] = []
+    if section is not None:
+        block = [f"{name}:", "  # written by mlib apply from mlib.yaml: edits here are replaced"]
+        for key, value in section.items():
+            if "\n" in value:
+                block.append(f"  {key}: |")
+                block += [f"    {line}" for line in value.rstrip("\n").split("\n")]
+            else:
+                block.append(f"  {key}: {json.dumps(value)}")
+        block = [line + newline for line in block]
+    if start is None:
+        if not block:
+            return text
+        if lines and not lines[-1].endswith(("\n", "\r")):
+            lines[-1] += newline
+        return "".join(lines + block)
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t"):
+        end += 1
+    while end > start + 1 and not lines[end - 1].strip():  # blank lines before the next key stay
+        end -= 1
+    return "".join(lines[:start] + block + lines[end:])
 
 
 def _fetch_key(f: ImportFile) -> str:

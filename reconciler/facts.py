@@ -31,6 +31,8 @@ class SourceFacts:
     files: tuple[tuple[str, FileStat], ...] = ()
     is_dir: bool = False
     error: str | None = None
+    #: The path itself is a symlink (followed for an import; never removed as a moved source).
+    link: bool = False
 
     @property
     def size(self) -> int:

@@ -7,7 +7,7 @@ same document always gives the same value. Every problem is collected; nothing s
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
@@ -113,6 +113,7 @@ class _Reader:
         raw_apps = _dict(data.get("apps"))
         apps = tuple(self._apps(raw_apps))
         self._check_nesting(library, raw_apps)
+        self._check_config_files(apps)
         ids: list[tuple[int, str]] = []
         models = tuple(self._models(_list(data.get("models")), set(raw_apps), ids))
         self._check_duplicate_ids(ids)
@@ -149,6 +150,20 @@ class _Reader:
                 link=link,
                 config=resolve_path(config, self.base, self.home) if config else None,
             )
+
+    def _check_config_files(self, apps: Sequence[AppTarget]) -> None:
+        """Two ``link: config`` targets would rewrite one extra_model_paths.yaml by turns."""
+        first: dict[Path, str] = {}
+        for app in apps:
+            if app.link is not LinkMode.CONFIG:
+                continue
+            other = first.setdefault(app.config_file, app.name)
+            if other != app.name:
+                self.problem(
+                    ("apps", app.name, "config"),
+                    f"the same extra_model_paths.yaml as '{other}' ({app.config_file})",
+                    "give one of them its own file with 'config:'",
+                )
 
     def _check_nesting(self, library: Path, apps: dict[str, Any]) -> None:
         for name, raw in apps.items():

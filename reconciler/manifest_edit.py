@@ -34,6 +34,10 @@ class Edit:
 def parse_source(text: str, manifest_path: Path, mode: str | None = None) -> dict[str, Any]:
     """A manifest ``source:`` mapping for ``SOURCE`` as typed: ``hf:org/repo[@rev][:glob]``, an
     ``http(s)://`` URL, or a path (kept relative to the manifest's folder when inside it)."""
+    if not text.strip():
+        raise InvalidInputError(
+            [Problem(display_name(manifest_path), None, "models", "empty SOURCE", _SOURCE_FIX)]
+        )
     if text.startswith("hf:"):
         rest = text[3:]
         repo, _, pattern = rest.partition(":")
@@ -57,6 +61,9 @@ def parse_source(text: str, manifest_path: Path, mode: str | None = None) -> dic
     if mode is not None:
         out["mode"] = mode
     return out
+
+
+_SOURCE_FIX = "give hf:org/repo[@rev][:glob], an http(s):// URL, or a path to a file"
 
 
 def default_name(source: Mapping[str, Any]) -> str:
@@ -87,6 +94,18 @@ def add_models(
         from ruamel.yaml.comments import CommentedSeq
 
         models = doc["models"] = CommentedSeq()
+    if not isinstance(models, list):
+        raise InvalidInputError(
+            [
+                Problem(
+                    display_name(manifest_path),
+                    None,
+                    "models",
+                    "is not a list, so nothing can be added to it",
+                    "write it as a list ('models: []' or '- name: ...' items)",
+                )
+            ]
+        )
     for entry in entries:
         models.append(_block(entry))
     if overrides:
@@ -233,7 +252,7 @@ def _load(manifest_path: Path) -> tuple[Any, Any]:
 
     yaml = YAML()  # round-trip: comments, order, quotes and flow styles kept
     yaml.preserve_quotes = True
-    yaml.width = 100
+    yaml.width = 4096  # lines are never folded: only the edited lines change
     yaml.indent(mapping=2, sequence=4, offset=2)
     doc = yaml.load(read_text(manifest_path, "manifest"))
     if not isinstance(doc, dict):

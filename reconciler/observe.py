@@ -10,6 +10,7 @@ import json
 import os
 import stat as stat_mod
 from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from reconciler.facts import (
@@ -211,6 +212,13 @@ def _read(path: str) -> str | None:
 
 def observe_source(path: str) -> SourceFacts:
     """A local source: a file, or a folder whose files keep their relative paths."""
+    facts = _observe_source(path)
+    if os.path.islink(path) and facts.error is None:
+        facts = replace(facts, link=True)
+    return facts
+
+
+def _observe_source(path: str) -> SourceFacts:
     try:
         st = os.stat(path)  # follows symlinks: a user may point at a link to the real file
     except FileNotFoundError:

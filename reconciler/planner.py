@@ -589,8 +589,8 @@ def _plan_finish_move(m: WantedModel, observed: Observed, b: _Builder) -> None:
     if any(link.path == source.path for link in m.links):
         return  # adopted: the model's own link stands where its source was
     facts = observed.sources.get(source.path)
-    if lib is None or facts is None or facts.error is not None:
-        return
+    if lib is None or facts is None or facts.error is not None or facts.link:
+        return  # a symlink where the source was is a link (mlib's, after adoption): not a source
     held = dict(lib.present)
     if facts.is_dir:
         pairs = [(os.path.join(facts.path, rel), rel, st) for rel, st in facts.files]
