@@ -9,18 +9,15 @@ them: a plan replayed from the cache is done in ~0.2 s, of which importing those
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +40,12 @@ from reconciler.loaders import load_json, load_manifest, read_text
 from reconciler.lock import library_lock
 from reconciler.model import ImportMode, LinkMode, LocalSource, Manifest
 from reconciler.render import plan_to_json
+from reconciler.replay import PlanOptions as PlanOptions  # re-exported with the rest
+from reconciler.replay import PlanResult as PlanResult
+from reconciler.replay import Space as Space
+from reconciler.replay import make_plan as make_plan
+from reconciler.replay import replayed_plan
+from reconciler.replay import space_needed as space_needed
 from reconciler.translation_files import load_translations
 from reconciler.translations import Translation, select
 from reconciler.versions import parse_range
@@ -187,61 +190,6 @@ def init(path: Path, force: bool = False) -> None:
 # --- plan / apply / status / verify -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlanOptions:
-    """How a plan is asked for, beyond the manifest."""
-
-    prune: bool = False
-    #: Resolve remote sources from mlib.lock only (``--offline``, or ``HF_HUB_OFFLINE`` set).
-    offline: bool = False
-    #: Resolve remote sources from mlib.lock only, and only from a current entry (``--locked``).
-    locked: bool = False
-
-    def effective(self) -> PlanOptions:
-        return replace(self, offline=self.offline or resolve.offline_from_environment())
-
-    def asked(self) -> str:
-        """What a kept plan depends on besides the manifest and the disk."""
-        endpoint = os.environ.get("HF_ENDPOINT", "")
-        return f"offline={self.offline}|locked={self.locked}|endpoint={endpoint}"
-
-
-@dataclass(frozen=True)
-class PlanResult:
-    manifest_path: Path
-    plan: Plan
-    options: PlanOptions = PlanOptions()
-    #: Everything the plan was computed from (manifest, translations, observed facts, options);
-    #: None for a plan replayed from the cache (its inputs were proved unchanged, not kept).
-    seen: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def prune(self) -> bool:
-        return self.options.prune
-
-    @property
-    def replayed(self) -> bool:
-        """Whether the plan came from the cache (:mod:`reconciler.cache`)."""
-        return self.seen is None
-
-    @cached_property
-    def manifest(self) -> Manifest:
-        if self.seen is not None:
-            manifest: Manifest = self.seen[0]
-            return manifest
-        return cache.remembered_manifest(cache.ManifestInput.read(self.manifest_path))
-
-    @cached_property
-    def fingerprint(self) -> str:
-        """sha256 over :attr:`seen`; computed when asked for (``plan -o``, applying a saved plan):
-        on 100k models it costs as much as the rest of a no-op plan, and a replayed plan has to
-        observe everything again for it."""
-        seen = self.seen
-        if seen is None:
-            seen = _make_plan(self.manifest_path, self.options, replay=False).seen
-        return hashlib.sha256(repr(seen).encode("utf-8")).hexdigest()
-
-
 def select_translations(manifest: Manifest) -> dict[str, Translation | str]:
     """The translation each app target uses, or why there is none."""
     user, bundled = load_translations(manifest.translations)
@@ -271,22 +219,25 @@ def observe_links(
     return {p: f for p, f in facts.items() if p in paths}, found
 
 
-def make_plan(
-    manifest_path: Path, *, prune: bool = False, offline: bool = False, locked: bool = False
+def _make_plan(
+    manifest_path: Path,
+    options: PlanOptions,
+    *,
+    replay: bool,
+    found: cache.ManifestInput | None = None,
 ) -> PlanResult:
-    """Load, observe, resolve remote sources, and plan. Changes nothing on disk but mlib's caches:
-    the plan is replayed from :mod:`reconciler.cache` when nothing it was made from changed."""
-    options = PlanOptions(prune, offline, locked).effective()
-    with gc_paused():  # everything built here lasts until the plan is made: nothing to collect
-        return _make_plan(manifest_path, options, replay=True)
-
-
-def _make_plan(manifest_path: Path, options: PlanOptions, *, replay: bool) -> PlanResult:
-    found = cache.ManifestInput.read(manifest_path)
+    """The plan replayed when nothing it was made from changed (``replay``), else made in full
+    (and kept for the next time); ``found`` is the manifest when the caller has read it."""
+    found = found or cache.ManifestInput.read(manifest_path)
     if replay:
-        memo = cache.remembered_plan(found, options.prune, options.asked())
-        if memo is not None and stamps.unchanged(memo.probes, memo.stamp):
-            return PlanResult(manifest_path, memo.replayed(), options)
+        kept = replayed_plan(found, manifest_path, options)
+        if kept is not None:
+            return kept
+    with gc_paused():  # everything built here lasts until the plan is made: nothing to collect
+        return _full_plan(manifest_path, options, found)
+
+
+def _full_plan(manifest_path: Path, options: PlanOptions, found: cache.ManifestInput) -> PlanResult:
     began = time.time_ns()
     manifest = cache.remembered_manifest(found)
     translations = select_translations(manifest)
@@ -644,33 +595,6 @@ def _lock_downloads(manifest: Manifest, report: Report) -> None:
         if entry is not None:
             entries[action.model] = entry
     atomic_write(path, lockfile.lock_text(entries).encode("utf-8"))
-
-
-@dataclass(frozen=True)
-class Space:
-    """Bytes a plan writes into the library (downloads and copies), and what its filesystem has."""
-
-    needed: int
-    free: int
-    where: Path
-
-    @property
-    def short(self) -> bool:
-        return self.needed > self.free
-
-
-def space_needed(result: PlanResult) -> Space | None:
-    """The space ``result`` needs (None when it writes no model files). Measured now, never
-    kept with a replayed plan: free space changes all the time."""
-    plan = result.plan
-    copies = sum(a.size for a in plan.actions if a.kind is ActionKind.IMPORT and a.mode == "copy")
-    needed = plan.download_bytes + copies
-    if not needed:
-        return None
-    where = result.manifest.library
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    return Space(needed, shutil.disk_usage(where).free, where)
 
 
 @dataclass(frozen=True)

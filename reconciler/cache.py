@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from reconciler.actions import NoOp, Plan
-from reconciler.fsops import atomic_write
-from reconciler.loaders import load_manifest, read_text
+from reconciler.loaders import read_text
 from reconciler.manifest import DEFAULT_LIBRARY, resolve_path
 from reconciler.model import Manifest
 from reconciler.stamps import Probes, Stamp
@@ -125,6 +124,8 @@ def remembered_manifest(found: ManifestInput) -> Manifest:
     cached = _read(_manifest_file(found.folder, found.path), _MANIFEST_FORMAT, found.key)
     if isinstance(cached, Manifest):
         return cached
+    from reconciler.loaders import load_manifest
+
     manifest = load_manifest(found.path, Path.home(), text=found.text)
     _write(
         _manifest_file(cache_folder(manifest.library), found.path),
@@ -296,6 +297,8 @@ def _write(path: Path, fmt: bytes, key: str, value: object) -> None:
     """Keep ``value`` in ``path``; only in an existing library, and never an error."""
     if not path.parent.parent.parent.is_dir():
         return  # no library yet: a plan creates nothing
+    from reconciler.fsops import atomic_write  # writing is rare: not imported by a replay
+
     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     digest = hashlib.sha256(payload).hexdigest().encode()
     try:

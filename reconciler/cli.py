@@ -486,12 +486,12 @@ def plan(
     detailed_exitcode: bool,
 ) -> None:
     """Show what apply would do: downloads, imports, renames, links, unlinks, removals."""
-    from reconciler import api
+    from reconciler import replay  # api is imported only when the plan must be made anew
     from reconciler.render import plan_lines, plan_to_json
 
     obj: Context = ctx.obj
-    result = api.make_plan(obj.manifest_path, prune=prune, offline=offline)
-    space = api.space_needed(result)
+    result = replay.make_plan(obj.manifest_path, prune=prune, offline=offline)
+    space = replay.space_needed(result)
     if as_json:
         click.echo(json.dumps(plan_to_json(result.plan), indent=2))
     else:
@@ -505,6 +505,8 @@ def plan(
         click.echo(f"mlib: not enough space: {_space_text(space)}", err=True)
         sys.exit(1)
     if out is not None:
+        from reconciler import api
+
         api.save_plan(result, out, prune=prune)
         click.echo(f"saved to {out}; apply it with 'mlib apply {out}'", err=as_json)
     if detailed_exitcode and (result.plan.actions or result.plan.conflicts):
@@ -674,10 +676,10 @@ def lock(obj: Context, check: bool) -> None:
 @_handle_errors
 def status(obj: Context, as_json: bool, offline: bool) -> None:
     """Drift between the manifest, the library, the index and the app folders (exit 2 if any)."""
-    from reconciler import api
+    from reconciler import replay
     from reconciler.render import show
 
-    result = api.make_plan(obj.manifest_path, offline=offline)
+    result = replay.make_plan(obj.manifest_path, offline=offline)
     drift = result.plan.drift
     conflicts = result.plan.conflicts
     if as_json:

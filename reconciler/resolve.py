@@ -11,7 +11,6 @@ the model gets an error saying how to fix it. Failures never raise: each becomes
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -26,17 +25,6 @@ if TYPE_CHECKING:
     from reconciler.sources.http import Client
 
 log = logging.getLogger(__name__)
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
-
-def offline_from_environment() -> bool:
-    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set, as huggingface_hub reads them
-    (without importing it)."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(name, "").strip().lower() in _TRUE:
-            return True
-    return False
 
 
 @dataclass(frozen=True)

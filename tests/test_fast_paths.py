@@ -375,7 +375,9 @@ def _no_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("the manifest was read in full")
 
-    monkeypatch.setattr(api, "load_manifest", fail)
+    import reconciler.loaders
+
+    monkeypatch.setattr(reconciler.loaders, "load_manifest", fail)  # where the cache calls it
 
 
 def test_make_plan_remembers_the_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
