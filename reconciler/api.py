@@ -113,6 +113,32 @@ def query(root: Path, q: Query, manifest: Manifest | None = None) -> list[Row]:
     return [r for r in rows if _admits(r, target.name, target.version)]
 
 
+_RAISE: Any = object()
+
+
+def load_json_file(path: Path, missing: Any = _RAISE) -> Any:
+    """The JSON in ``path`` (``missing`` when there is no such file, if given); a file that is not
+    JSON is a :class:`ReconcilerError` naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if missing is _RAISE:
+            raise
+        return missing
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ReconcilerError(f"{path} is not valid JSON ({exc})") from None
+
+
+def links_of(root: Path, model_id: str) -> list[LinkRecord]:
+    """The links the registry says mlib made for ``model_id``."""
+    if not (root / DB_NAME).exists():
+        return []
+    with open_index(root) as index:
+        return [r for r in index.links() if r.model_id == model_id]
+
+
 def _admits(row: Row, target: str, version: str) -> bool:
     override = row.overrides.get(target)
     if override is None:

@@ -277,6 +277,37 @@ def adopt(obj: Context, folder: Path, target: str, yes: bool, dry_run: bool) -> 
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, help="Port to listen on.")
+@click.option("--allow-remote", is_flag=True, help="Allow an address other than loopback.")
+@click.pass_obj
+@_handle_errors
+def serve(obj: Context, host: str, port: int, allow_remote: bool) -> None:
+    """A local HTTP API for a launcher (JSON; OpenAPI at /openapi.json; a bearer token)."""
+    try:
+        import uvicorn
+
+        from reconciler import server
+    except ImportError:
+        click.echo("mlib: serve needs its extras: pip install 'mlib[serve]'", err=True)
+        sys.exit(1)
+    if not server.is_loopback(host) and not allow_remote:
+        click.echo(
+            f"mlib: {host} is reachable from other machines; pass --allow-remote if you mean it",
+            err=True,
+        )
+        sys.exit(1)
+    manifest = obj.manifest()
+    token = server.new_token()
+    where = server.keep_token(manifest.library, token)
+    click.echo(f"mlib serve on http://{host}:{port} (token in {where}, mode 0600)")
+    click.echo(f"token: {token}")
+    uvicorn.run(
+        server.create_app(obj.manifest_path, token), host=host, port=port, log_level="warning"
+    )
+
+
+@main.command()
 @click.argument("model_id")
 @click.argument("target")
 @click.option("--versions", help="The app versions that see the model (a range).")
@@ -397,31 +428,11 @@ def list_(
     q = Query(type=type_, family=family, kind=kind, tags=tags, app=app, search=search)
     rows = api.query(root, q, manifest)
     if as_json:
-        click.echo(json.dumps(_list_json(rows), indent=2))
+        from reconciler.render import rows_to_json
+
+        click.echo(json.dumps(rows_to_json(rows), indent=2))
     else:
         _print_table(rows)
-
-
-def _list_json(rows: list[Row]) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "count": len(rows),
-        "models": [
-            {
-                "id": r.id,
-                "official_name": r.official_name,
-                "cleaned_name": r.cleaned_name,
-                "type": r.model_type,
-                "family": r.family,
-                "kind": r.kind,
-                "tags": list(r.tags),
-                "size_bytes": r.size_bytes,
-                "sha256": r.sha256,
-                "updated_at": r.updated_at,
-            }
-            for r in rows
-        ],
-    }
 
 
 def _print_table(rows: list[Row]) -> None:
@@ -683,18 +694,9 @@ def status(obj: Context, as_json: bool, offline: bool) -> None:
     drift = result.plan.drift
     conflicts = result.plan.conflicts
     if as_json:
-        data = {
-            "schema_version": 1,
-            "drift": [
-                {"kind": d.kind.value, "model": d.model, "path": d.path, "message": d.message}
-                for d in drift
-            ],
-            "conflicts": [
-                {"kind": c.kind.value, "model": c.model, "path": c.path, "message": c.message}
-                for c in conflicts
-            ],
-            "in_sync": not drift and not conflicts,
-        }
+        from reconciler.render import status_to_json
+
+        data = status_to_json(result.plan)
         click.echo(json.dumps(data, indent=2))
     else:
         for d in drift:

@@ -6,11 +6,15 @@ Pure formatting: returns strings and dicts; the CLI prints them.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.actions import Action, ActionKind, DriftKind, Plan
 from reconciler.actions import human_bytes as human_bytes  # re-exported: the CLI uses it
+
+if TYPE_CHECKING:
+    from reconciler.index import Row
 
 _LINKS = (ActionKind.LINK, ActionKind.RELINK)
 _PLANNED = (DriftKind.MODEL_MISSING, DriftKind.LINK_MISSING)
@@ -134,3 +138,45 @@ def show(path: str) -> str:
 
 def _s(n: int) -> str:
     return "" if n == 1 else "s"
+
+
+def rows_to_json(rows: Sequence[Row], total: int | None = None) -> dict[str, Any]:
+    """Index rows as ``schemas/list.schema.json`` (``mlib list --json``, ``GET /api/models``);
+    ``count`` is ``total`` when the rows are one page of more."""
+    return {
+        "schema_version": 1,
+        "count": len(rows) if total is None else total,
+        "models": [
+            {
+                "id": r.id,
+                "official_name": r.official_name,
+                "cleaned_name": r.cleaned_name,
+                "type": r.model_type,
+                "family": r.family,
+                "kind": r.kind,
+                "tags": list(r.tags),
+                "size_bytes": r.size_bytes,
+                "sha256": r.sha256,
+                "updated_at": r.updated_at,
+            }
+            for r in rows
+        ],
+    }
+
+
+def status_to_json(plan: Plan) -> dict[str, Any]:
+    """Drift and conflicts as ``schemas/status.schema.json`` (``mlib status --json``)."""
+    drift = [
+        {"kind": d.kind.value, "model": d.model, "path": d.path, "message": d.message}
+        for d in plan.drift
+    ]
+    conflicts = [
+        {"kind": c.kind.value, "model": c.model, "path": c.path, "message": c.message}
+        for c in plan.conflicts
+    ]
+    return {
+        "schema_version": 1,
+        "drift": drift,
+        "conflicts": conflicts,
+        "in_sync": not drift and not conflicts,
+    }

@@ -281,7 +281,7 @@ LAYERS = {"__init__": 0, "errors": 0, "model": 0, "document": 0, "facts": 0, "ac
           "resolve": 2, "adoption": 2,
           "sources": 2, "sources.hf": 2, "sources.url": 2, "sources.http": 2,
           "fsops": 3, "lock": 3, "executor": 3, "cache": 3, "manifest_edit": 3,
-          "api": 4, "replay": 4, "render": 4, "cli": 4}  # fmt: skip
+          "api": 4, "replay": 4, "render": 4, "cli": 4, "server": 4}  # fmt: skip
 #: Modules of layers L0/L1: values and pure logic.
 PURE = tuple(module for module, layer in LAYERS.items() if layer <= 1)
 #: Standard modules that reach the outside world (clock, randomness, processes, databases, package

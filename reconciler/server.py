@@ -1,0 +1,140 @@
+"""``mlib serve``: a local HTTP JSON API over :mod:`reconciler.api` for a launcher (layer L4).
+
+FastAPI (on Starlette and uvicorn) was chosen because it is well kept, publishes the OpenAPI
+document at ``/openapi.json`` from the same code that serves the routes, and comes with a test
+client; the routes are thin: each calls the same ``reconciler.api`` function as the CLI command
+of the same name, and answers the same JSON (``schemas/``).
+
+Every request must carry ``Authorization: Bearer <token>``, the token generated when the server
+starts (printed once, kept with mode 0600 in ``<library>/.mlib/serve-token``); a request without
+it gets 401, whatever the path. The server binds to loopback unless told otherwise.
+
+This first part serves the reading side: models (filtered, paginated), one model, the plan and
+the status. Applying, progress events, override edits and the web page are still to come.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from reconciler import api
+from reconciler.errors import ReconcilerError
+from reconciler.index import Query as Filters
+from reconciler.render import plan_to_json, rows_to_json, status_to_json
+
+TOKEN_FILE = ".mlib/serve-token"
+#: The most models one page of ``GET /api/models`` holds.
+MAX_PAGE = 1000
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def keep_token(library: Path, token: str) -> Path:
+    """Write ``token`` to ``<library>/.mlib/serve-token``, readable by its owner only (created
+    with mode 0600, then renamed into place: never readable by others, even for a moment)."""
+    path = library / TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, (token + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(manifest_path: Path, token: str) -> FastAPI:
+    """The API for the manifest at ``manifest_path``, answering only requests with ``token``."""
+    app = FastAPI(
+        title="mlib",
+        summary="One model library, linked into every app, described by a manifest.",
+        version="1",
+    )
+    expected = f"Bearer {token}".encode()
+
+    @app.middleware("http")
+    async def authorize(request: Request, call_next: Any) -> Any:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return JSONResponse(
+                {"error": "missing or wrong token", "fix": "send Authorization: Bearer <token>"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
+
+    @app.exception_handler(ReconcilerError)
+    async def reconciler_error(request: Request, exc: ReconcilerError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
+    @app.get("/api/models")
+    def list_models(
+        type: str | None = None,
+        family: str | None = None,
+        kind: str | None = None,
+        tag: list[str] = Query(default=[]),  # noqa: B008 - FastAPI's way of a repeated parameter
+        app_target: str | None = Query(default=None, alias="app"),
+        search: str | None = None,
+        offset: int = Query(default=0, ge=0),
+        limit: int = Query(default=100, ge=1, le=MAX_PAGE),
+    ) -> dict[str, Any]:
+        """Models in the index, filtered as ``mlib list`` filters, one page at a time."""
+        manifest = api.load(manifest_path)
+        filters = Filters(type, family, kind, tuple(tag), app_target, search)
+        rows = api.query(manifest.library, filters, manifest)
+        out = rows_to_json(rows[offset : offset + limit], total=len(rows))
+        out |= {"offset": offset, "limit": limit}
+        return out
+
+    @app.get("/api/models/{model_id:path}")
+    def one_model(model_id: str) -> dict[str, Any]:
+        """One model: its metadata.json and overrides.json as written, and its links."""
+        manifest = api.load(manifest_path)
+        root = manifest.library
+        parts = model_id.split("/")
+        if len(parts) != 3 or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            raise HTTPException(404, f"no model {model_id!r} (an id is <type>/<family>/<name>)")
+        folder = root / model_id
+        try:
+            metadata = api.load_json_file(folder / "metadata.json")
+        except FileNotFoundError:
+            raise HTTPException(404, f"no model {model_id!r} in the library") from None
+        overrides = api.load_json_file(folder / "overrides.json", missing={})
+        links = [
+            {"app": r.app, "path": r.link_path, "file": r.file, "mode": r.mode}
+            for r in api.links_of(root, model_id)
+        ]
+        return {"id": model_id, "metadata": metadata, "overrides": overrides, "links": links}
+
+    @app.get("/api/plan")
+    def plan(prune: bool = False) -> dict[str, Any]:
+        """What ``mlib apply`` would do now (``schemas/plan.schema.json``)."""
+        return plan_to_json(api.make_plan(manifest_path, prune=prune).plan)
+
+    @app.get("/api/status")
+    def status() -> dict[str, Any]:
+        """Drift and conflicts, as ``mlib status --json``."""
+        return status_to_json(api.make_plan(manifest_path).plan)
+
+    return app
