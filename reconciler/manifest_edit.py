@@ -10,6 +10,7 @@ replaces the old one atomically: an edit that would make the manifest invalid ra
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -253,13 +254,40 @@ def _load(manifest_path: Path) -> tuple[Any, Any]:
     yaml = YAML()  # round-trip: comments, order, quotes and flow styles kept
     yaml.preserve_quotes = True
     yaml.width = 4096  # lines are never folded: only the edited lines change
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    doc = yaml.load(read_text(manifest_path, "manifest"))
+    text = read_text(manifest_path, "manifest")
+    mapping, sequence, offset = _indentation(text)
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)  # the file's own, kept
+    doc = yaml.load(text)
     if not isinstance(doc, dict):
         raise InvalidInputError(
             [Problem(display_name(manifest_path), None, "", "not a mapping", "run 'mlib validate'")]
         )
     return doc, yaml
+
+
+def _indentation(text: str) -> tuple[int, int, int]:
+    """The block indentation ``text`` uses, as ruamel.yaml's ``indent()`` takes it: a mapping's
+    step, a sequence item's content column and its dash's column, relative to the parent key
+    (``models:`` then ``  - name:`` is (2, 4, 2); pyyaml's ``- name:`` under it is (2, 2, 0)).
+    ruamel.yaml writes every block with one setting, so the file's own is taken from its first
+    nested blocks; (2, 4, 2) when it has none."""
+    mapping: int | None = None
+    dash: int | None = None
+    lines = [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+    for above, line in itertools.pairwise(lines):
+        key = above.rstrip()
+        if not key.endswith(":") or key.lstrip().startswith("- "):
+            continue
+        parent = len(above) - len(above.lstrip())
+        inner = len(line) - len(line.lstrip())
+        if line.lstrip().startswith("- ") and inner >= parent and dash is None:
+            dash = inner - parent
+        elif inner > parent and mapping is None and not line.lstrip().startswith("- "):
+            mapping = inner - parent
+    offset = 2 if dash is None else dash
+    return mapping or 2, offset + 2, offset
 
 
 def _write_checked(manifest_path: Path, doc: Any, yaml: Any) -> Manifest:

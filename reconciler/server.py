@@ -9,8 +9,9 @@ Every request must carry ``Authorization: Bearer <token>``, the token generated 
 starts (printed once, kept with mode 0600 in ``<library>/.mlib/serve-token``); a request without
 it gets 401, whatever the path. The server binds to loopback unless told otherwise.
 
-This first part serves the reading side: models (filtered, paginated), one model, the plan and
-the status. Applying, progress events, override edits and the web page are still to come.
+Served so far: models (filtered, paginated), one model, the plan, the status, an index rebuild,
+override changes (answering the new plan) and apply (one at a time: 409 while the library lock
+is held). Progress events, cancellation, doctor and the web page are still to come.
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from reconciler import api
-from reconciler.errors import ReconcilerError
+from reconciler.errors import InvalidInputError, LockTimeoutError, ReconcilerError
 from reconciler.index import Query as Filters
 from reconciler.render import plan_to_json, rows_to_json, status_to_json
 
 TOKEN_FILE = ".mlib/serve-token"
 #: The most models one page of ``GET /api/models`` holds.
 MAX_PAGE = 1000
+#: The largest request body accepted (an override change is a few hundred bytes).
+MAX_BODY = 64 << 10
 
 
 def new_token() -> str:
@@ -83,6 +87,22 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return await call_next(request)
+
+    @app.middleware("http")
+    async def bounded(request: Request, call_next: Any) -> Any:  # runs before authorize
+        length = request.headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY:
+            return JSONResponse({"error": f"bodies are at most {MAX_BODY} bytes"}, 413)
+        return await call_next(request)
+
+    @app.exception_handler(LockTimeoutError)
+    async def busy(request: Request, exc: LockTimeoutError) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "fix": "wait for the other apply"}, 409)
+
+    @app.exception_handler(InvalidInputError)
+    async def invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
+        problems = [p.render() for p in exc.problems]
+        return JSONResponse({"error": "invalid input", "problems": problems}, 422)
 
     @app.exception_handler(ReconcilerError)
     async def reconciler_error(request: Request, exc: ReconcilerError) -> JSONResponse:
@@ -137,4 +157,57 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         """Drift and conflicts, as ``mlib status --json``."""
         return status_to_json(api.make_plan(manifest_path).plan)
 
+    @app.post("/api/index/rebuild")
+    def rebuild() -> dict[str, Any]:
+        """Rebuild models.db from the metadata files (``mlib index rebuild``)."""
+        report = api.rebuild_index(api.load(manifest_path).library, lock_timeout=0)
+        skipped = [{"path": s.path, "reason": s.reason} for s in report.skipped]
+        return {"indexed": report.indexed, "skipped": skipped, "seconds": report.seconds}
+
+    @app.put("/api/models/{model_id:path}/apps/{target}")
+    def override(model_id: str, target: str, change: OverrideChange) -> dict[str, Any]:
+        """Change how a model is linked into one app target (``mlib override``: the manifest is
+        edited in place, comments kept); answers the plan that follows."""
+        from reconciler import manifest_edit
+
+        if not change.model_fields_set:
+            raise HTTPException(422, "say what to change: versions, enabled, folder, filename")
+        manifest_edit.set_override(
+            manifest_path,
+            model_id,
+            target,
+            versions=change.versions,
+            enabled=change.enabled,
+            folder=change.folder,
+            filename=change.filename,
+        )
+        return plan_to_json(api.make_plan(manifest_path).plan)
+
+    @app.post("/api/apply")
+    def apply() -> dict[str, Any]:
+        """Plan again and apply (``mlib apply -y``); one at a time: 409 while another runs."""
+        result = api.apply(manifest_path, lock_timeout=0)
+        steps = [
+            {
+                "kind": s.action.kind.value,
+                "path": s.action.path or s.action.model,
+                "outcome": s.outcome.value,
+                "detail": s.detail,
+            }
+            for s in result.report.steps
+        ]
+        failed = sum(1 for s in steps if s["outcome"] == "failed")
+        return {"steps": steps, "failed": failed, "conflicts": len(result.plan.conflicts)}
+
     return app
+
+
+class OverrideChange(BaseModel):
+    """The fields of an app override to change; those not sent stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    versions: str | None = None
+    enabled: bool | None = None
+    folder: str | None = None
+    filename: str | None = None

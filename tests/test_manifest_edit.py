@@ -210,3 +210,41 @@ def test_plan_warns_when_the_declared_kind_disagrees_with_the_file(manifest: Pat
         in r.stdout
     )
     assert "import" in r.stdout  # a check, not a gate: it is still imported
+
+
+PYYAML_STYLE = """\
+version: 1
+library: lib
+apps:
+  comfy:
+    app: comfyui
+    version: 0.3.62
+    models_dir: comfy
+models:
+- name: Base
+  type: diffusion
+  family: sdxl
+  kind: checkpoint
+  source:
+    path: base.safetensors
+  tags:
+  - base
+  apps:
+    comfy: '>=0.3'
+"""
+
+
+def test_an_edit_keeps_the_files_own_indentation(tmp_path: Path) -> None:
+    """pyyaml writes list items under their key (``tags:`` then ``- x``); ruamel.yaml would
+    re-indent every list to its own setting unless told the file's."""
+    manifest = tmp_path / "mlib.yaml"
+    manifest.write_text(PYYAML_STYLE)
+    manifest_edit.set_override(manifest, "diffusion/sdxl/base", "comfy", versions="^0.3")
+    assert changed_lines(PYYAML_STYLE, manifest.read_text()) == [
+        "-    comfy: '>=0.3'",
+        "+    comfy: '^0.3'",  # its quotes kept, too
+    ]
+    manifest_edit.add_model(manifest, {"name": "L", "type": "diffusion", "family": "sdxl",
+                                       "kind": "lora", "source": {"path": "l.safetensors"},
+                                       "tags": ["x"]})  # fmt: skip
+    assert manifest.read_text().startswith(PYYAML_STYLE.replace("'>=0.3'", "'^0.3'"))

@@ -118,3 +118,92 @@ def test_only_loopback_without_allow_remote(host: str, loopback: bool, example: 
     if not loopback:
         r = mlib(example, "serve", "--host", host, "--port", "1")
         assert r.returncode == 1 and "--allow-remote" in r.stderr
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[tuple[Path, TestClient]]:
+    """A client on an example of its own (these tests change it)."""
+    manifest = make_example(tmp_path)
+    assert mlib(manifest, "apply", "-y").returncode == 0
+    with TestClient(server.create_app(manifest, TOKEN)) as c:
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        yield manifest, c
+
+
+def test_an_override_edits_the_manifest_and_answers_the_plan(own: tuple[Path, TestClient]) -> None:
+    manifest, c = own
+    before = manifest.read_text()
+    r = c.put("/api/models/diffusion/sd15/tiny_t5_encoder/apps/comfy", json={"enabled": False})
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    jsonschema.validate(plan, schema("plan"))
+    assert [(a["kind"], a["model"]) for a in plan["actions"]] == [
+        ("write_overrides", "diffusion/sd15/tiny_t5_encoder"),
+        ("unlink", "diffusion/sd15/tiny_t5_encoder"),
+    ]
+    import difflib
+
+    diff = difflib.unified_diff(before.splitlines(), manifest.read_text().splitlines(), n=0)
+    changed = [d for d in diff if d[:1] in "+-" and not d.startswith(("+++", "---"))]
+    assert changed == ["+  apps:", "+    comfy: false"], changed  # the rest as it was
+    applied = c.post("/api/apply").json()
+    assert applied["failed"] == 0 and {s["kind"] for s in applied["steps"]} == {
+        "write_overrides", "unlink"
+    }  # fmt: skip
+    assert c.get("/api/plan").json()["actions"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"versions": "!!"}, 422),  # the manifest would be invalid
+        ({"colour": "red"}, 422),  # not a field
+        ({}, 422),  # nothing to change
+        ("not json", 422),
+    ],
+)
+def test_a_bad_override_changes_nothing(
+    own: tuple[Path, TestClient], body: object, status: int
+) -> None:
+    manifest, c = own
+    before = manifest.read_bytes()
+    url = "/api/models/diffusion/sd15/tiny_t5_encoder/apps/comfy"
+    if isinstance(body, str):
+        r = c.put(url, content=body, headers={"Content-Type": "application/json"})
+    else:
+        r = c.put(url, json=body)
+    assert r.status_code == status, r.text
+    assert manifest.read_bytes() == before
+
+
+def test_an_override_of_an_unknown_model_says_so(own: tuple[Path, TestClient]) -> None:
+    _, c = own
+    r = c.put("/api/models/diffusion/sd15/nope/apps/comfy", json={"enabled": False})
+    assert r.status_code == 422 and "no model with id 'diffusion/sd15/nope'" in r.text
+
+
+def test_a_huge_body_is_refused_before_reading(own: tuple[Path, TestClient]) -> None:
+    _, c = own
+    r = c.put(
+        "/api/models/diffusion/sd15/tiny_t5_encoder/apps/comfy",
+        content=b"{" + b" " * (server.MAX_BODY + 10) + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+
+
+def test_one_apply_at_a_time(own: tuple[Path, TestClient]) -> None:
+    from reconciler.lock import library_lock
+
+    manifest, c = own
+    library = manifest.parent.parent / "example" / "shared-resources" / "models"
+    with library_lock(library, 1):  # another apply holds the library
+        r = c.post("/api/apply")
+    assert r.status_code == 409 and "holds the library lock" in r.json()["error"]
+    assert c.post("/api/apply").status_code == 200
+
+
+def test_rebuild_reindexes(own: tuple[Path, TestClient]) -> None:
+    _, c = own
+    body = c.post("/api/index/rebuild").json()
+    assert body["indexed"] == 4 and body["skipped"] == []
