@@ -52,7 +52,7 @@ from reconciler.versions import parse_range
 
 if TYPE_CHECKING:
     from reconciler.doctor import Check
-    from reconciler.executor import Progress, Report
+    from reconciler.executor import Progress, Report, Step
 
 log = logging.getLogger(__name__)
 
@@ -407,6 +407,8 @@ def apply(
     lock_timeout: float = 10.0,
     progress: Progress | None = None,
     on_plan: Callable[[Plan], None] | None = None,
+    on_step: Callable[[Step], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> ApplyResult:
     """Plan again under the library lock and execute; a saved plan must still be exact. With
     ``locked``, mlib.lock must be current for every remote model, and only it is used. The lock
@@ -442,7 +444,14 @@ def apply(
             from reconciler.executor import Executor
 
             runner = Executor(
-                root, index, utc_now, progress, jobs=jobs, offline=result.options.offline
+                root,
+                index,
+                utc_now,
+                progress,
+                jobs=jobs,
+                offline=result.options.offline,
+                on_step=on_step,
+                cancelled=cancelled,
             )
             report = runner.run(result.plan)
         _lock_downloads(manifest, report)

@@ -86,6 +86,8 @@ class Executor:
         *,
         jobs: int = 1,
         offline: bool = False,
+        on_step: Callable[[Step], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ):
         self.root = root
         self.index = index
@@ -93,6 +95,8 @@ class Executor:
         self.progress = progress
         self.jobs = max(1, jobs)
         self.offline = offline
+        self.on_step = on_step  # told of each step as it ends (a GUI's progress)
+        self.cancelled = cancelled  # asked before each action: True skips the rest
         self._http: Client | None = None
         self._failed: dict[str, OSError | ReconcilerError] = {}  # prefetch failures, by file
 
@@ -110,21 +114,28 @@ class Executor:
         steps: list[Step] = []
         failed_models: set[str] = set()
         for action in plan.actions:
-            if action.model and action.model in failed_models:
-                steps.append(Step(action, Outcome.SKIPPED, "an earlier step of this model failed"))
-                continue
-            try:
-                detail = self.do(action)
-            except (OSError, ReconcilerError) as exc:
-                message = _describe(exc)
-                log.error("%s %s failed: %s", action.kind.value, action.path, message)
-                steps.append(Step(action, Outcome.FAILED, message))
-                if action.model:
-                    failed_models.add(action.model)
-                continue
-            log.info("%s %s", action.kind.value, action.path or action.model)
-            steps.append(Step(action, Outcome.DONE, detail))
+            steps.append(self._step(action, failed_models))
+            if self.on_step is not None:
+                self.on_step(steps[-1])
         return Report(tuple(steps))
+
+    def _step(self, action: Action, failed_models: set[str]) -> Step:
+        # Between two actions the library is consistent (each action is atomic): the only place
+        # a cancellation may stop, and what it leaves is what plan shows next.
+        if self.cancelled is not None and self.cancelled():
+            return Step(action, Outcome.SKIPPED, "cancelled before it started")
+        if action.model and action.model in failed_models:
+            return Step(action, Outcome.SKIPPED, "an earlier step of this model failed")
+        try:
+            detail = self.do(action)
+        except (OSError, ReconcilerError) as exc:
+            message = _describe(exc)
+            log.error("%s %s failed: %s", action.kind.value, action.path, message)
+            if action.model:
+                failed_models.add(action.model)
+            return Step(action, Outcome.FAILED, message)
+        log.info("%s %s", action.kind.value, action.path or action.model)
+        return Step(action, Outcome.DONE, detail)
 
     def do(self, a: Action) -> str:
         handler: Callable[[Action], str] = getattr(self, f"_{a.kind.value}")

@@ -10,25 +10,31 @@ starts (printed once, kept with mode 0600 in ``<library>/.mlib/serve-token``); a
 it gets 401, whatever the path. The server binds to loopback unless told otherwise.
 
 Served so far: models (filtered, paginated), one model, the plan, the status, an index rebuild,
-override changes (answering the new plan) and apply (one at a time: 409 while the library lock
-is held). Progress events, cancellation, doctor and the web page are still to come.
+override changes (answering the new plan), and apply, at once or in the background with its
+progress as Server-Sent Events and a cancellation that stops between two (atomic) actions; one
+at a time (409). Doctor and the web page are still to come.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import os
 import secrets
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from reconciler import api
+from reconciler.actions import Action
 from reconciler.errors import InvalidInputError, LockTimeoutError, ReconcilerError
+from reconciler.executor import Step
 from reconciler.index import Query as Filters
 from reconciler.render import plan_to_json, rows_to_json, status_to_json
 
@@ -183,6 +189,51 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         )
         return plan_to_json(api.make_plan(manifest_path).plan)
 
+    @app.get("/api/doctor")
+    def doctor() -> dict[str, Any]:
+        """What ``mlib doctor`` checks: dependencies, SQLite JSON1, symlinks, free space."""
+        checks = api.doctor(api.load(manifest_path).library)
+        return {"checks": [_check(c) for c in checks]}
+
+    @app.post("/api/doctor/install")
+    def install() -> dict[str, Any]:
+        """``pip install`` what is missing (``mlib doctor --install``), then check again."""
+        library = api.load(manifest_path).library
+        code = api.install_missing(api.doctor(library))
+        return {"pip_exit_code": code, "checks": [_check(c) for c in api.doctor(library)]}
+
+    runs: dict[str, _Run] = {}
+
+    @app.post("/api/applies", status_code=202)
+    def start_apply() -> dict[str, Any]:
+        """Start an apply in the background; its events stream from ``/events`` (one at a time:
+        409 while another runs here, or while another process holds the library)."""
+        if any(not run.finished.is_set() for run in runs.values()):
+            raise HTTPException(409, "an apply is running; wait for it, or cancel it")
+        run = _Run(secrets.token_hex(8))
+        runs[run.id] = run
+        threading.Thread(target=run.execute, args=(manifest_path,), daemon=True).start()
+        return {"id": run.id, "events": f"/api/applies/{run.id}/events"}
+
+    @app.get("/api/applies/{run_id}/events")
+    def apply_events(run_id: str) -> StreamingResponse:
+        """Server-Sent Events: ``step`` (each action's outcome), ``bytes`` (bytes written by
+        imports and downloads), then ``done`` (or ``error``)."""
+        run = runs.get(run_id)
+        if run is None:
+            raise HTTPException(404, f"no apply {run_id!r}")
+        return StreamingResponse(run.stream(), media_type="text/event-stream")
+
+    @app.post("/api/applies/{run_id}/cancel")
+    def cancel_apply(run_id: str) -> dict[str, Any]:
+        """Stop after the action under way (each action is atomic: the library stays whole; the
+        actions not started stay in the plan)."""
+        run = runs.get(run_id)
+        if run is None:
+            raise HTTPException(404, f"no apply {run_id!r}")
+        run.cancel.set()
+        return {"id": run_id, "cancelling": not run.finished.is_set()}
+
     @app.post("/api/apply")
     def apply() -> dict[str, Any]:
         """Plan again and apply (``mlib apply -y``); one at a time: 409 while another runs."""
@@ -200,6 +251,81 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         return {"steps": steps, "failed": failed, "conflicts": len(result.plan.conflicts)}
 
     return app
+
+
+def _check(c: Any) -> dict[str, Any]:
+    return {"name": c.name, "status": c.status.value, "detail": c.detail, "install": c.install}
+
+
+class _Run:
+    """One background apply: its events, kept for every reader, and its cancel flag."""
+
+    def __init__(self, run_id: str) -> None:
+        self.id = run_id
+        self.events: list[dict[str, Any]] = []
+        self.changed = threading.Condition()
+        self.cancel = threading.Event()
+        self.finished = threading.Event()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def execute(self, manifest_path: Path) -> None:
+        def on_step(step: Step) -> None:
+            self.emit(
+                {
+                    "type": "step",
+                    "kind": step.action.kind.value,
+                    "path": step.action.path or step.action.model,
+                    "outcome": step.outcome.value,
+                    "detail": step.detail,
+                }
+            )
+
+        def progress(action: Action, n: int) -> None:
+            self.emit({"type": "bytes", "model": action.model, "bytes": n})
+
+        try:
+            result = api.apply(
+                manifest_path,
+                lock_timeout=0,
+                progress=progress,
+                on_step=on_step,
+                cancelled=self.cancel.is_set,
+            )
+            failed = len(result.report.failed)
+            done = sum(1 for s in result.report.steps if s.outcome.value == "done")
+            self.emit({"type": "done", "done": done, "failed": failed,
+                       "cancelled": self.cancel.is_set()})  # fmt: skip
+        except ReconcilerError as exc:
+            self.emit({"type": "error", "error": str(exc)})
+        except Exception as exc:  # reported to the reader; the library is as each step left it
+            self.emit({"type": "error", "error": f"{type(exc).__name__}: {exc}"})
+        finally:
+            self.finished.set()
+            with self.changed:
+                self.changed.notify_all()
+
+    def stream(self) -> Iterator[str]:
+        sent = 0
+        while True:
+            with self.changed:
+                while sent == len(self.events) and not self.finished.is_set():
+                    self.changed.wait(timeout=15)
+                    if sent == len(self.events) and not self.finished.is_set():
+                        break  # a keep-alive comment below
+                fresh = self.events[sent:]
+                over = self.finished.is_set() and sent + len(fresh) == len(self.events)
+            if not fresh and not over:
+                yield ": still running\n\n"
+                continue
+            for event in fresh:
+                yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+            sent += len(fresh)
+            if over:
+                return
 
 
 class OverrideChange(BaseModel):

@@ -207,3 +207,71 @@ def test_rebuild_reindexes(own: tuple[Path, TestClient]) -> None:
     _, c = own
     body = c.post("/api/index/rebuild").json()
     assert body["indexed"] == 4 and body["skipped"] == []
+
+
+def _events(c: TestClient, run: dict[str, str]) -> list[dict[str, object]]:
+    """The Server-Sent Events of a background apply, read to the end."""
+    out = []
+    with c.stream("GET", run["events"]) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                out.append(json.loads(line[len("data: ") :]))
+    return out
+
+
+def test_a_background_apply_streams_its_steps_and_bytes(tmp_path: Path) -> None:
+    manifest = make_example(tmp_path)  # not applied: 4 imports, 4 links...
+    with TestClient(server.create_app(manifest, TOKEN)) as c:
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        run = c.post("/api/applies").json()
+        events = _events(c, run)
+        kinds = [e["type"] for e in events]
+        assert kinds[-1] == "done" and events[-1]["failed"] == 0, events[-1]
+        steps = [e for e in events if e["type"] == "step"]
+        assert len(steps) == events[-1]["done"] == 12
+        assert sum(int(e["bytes"]) for e in events if e["type"] == "bytes") > 0  # type: ignore[call-overload]
+        assert c.get("/api/plan").json()["actions"] == []
+        assert c.get("/api/applies/nope/events").status_code == 404
+
+
+def test_a_cancelled_apply_stops_between_actions_and_the_plan_shows_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reconciler import executor
+
+    manifest = make_example(tmp_path)
+    started = executor.Executor._step
+
+    def slow_step(self: executor.Executor, action: object, failed: set[str]) -> object:
+        import time
+
+        time.sleep(0.05)  # time for the cancel to arrive part way
+        return started(self, action, failed)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(executor.Executor, "_step", slow_step)
+    with TestClient(server.create_app(manifest, TOKEN)) as c:
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        run = c.post("/api/applies").json()
+        assert c.post("/api/applies").status_code == 409  # one at a time
+        assert c.post(f"/api/applies/{run['id']}/cancel").json()["cancelling"] is True
+        events = _events(c, run)
+        done = events[-1]
+        assert done["type"] == "done" and done["cancelled"] is True and done["failed"] == 0
+        skipped = [e for e in events if e["type"] == "step" and e["outcome"] == "skipped"]
+        assert skipped and all(e["detail"] == "cancelled before it started" for e in skipped)
+        left = c.get("/api/plan").json()["actions"]
+        assert len(left) >= len(skipped) - 1 and left  # what was not done is still planned
+    r = mlib(manifest, "apply", "-y")  # and finishing it converges
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(mlib(manifest, "plan", "--json").stdout)["actions"] == []
+
+
+def test_doctor_says_what_mlib_doctor_says(client: TestClient, example: Path) -> None:
+    checks = client.get("/api/doctor").json()["checks"]
+    cli = mlib(example, "doctor").stdout.splitlines()
+    shown = [(line[:8].strip(), line[9:27].strip()) for line in cli]  # "{status:<8} {name:<18}"
+    assert [(c["status"], c["name"]) for c in checks] == shown
+    assert all(c["status"] == "ok" for c in checks)
+    installed = client.post("/api/doctor/install").json()
+    assert installed["pip_exit_code"] == 0  # nothing missing: pip is not even run
