@@ -778,7 +778,8 @@ def _plan_model(
             )
     else:
         b.noops.append(NoOp(spec.id, "metadata matches the manifest", m.folder))
-    if overrides_text != overrides_json:
+    new_overrides = overrides_text != overrides_json
+    if new_overrides:
         b.act(
             ActionKind.WRITE_OVERRIDES,
             spec.id,
@@ -788,6 +789,8 @@ def _plan_model(
         )
     if changed or m.rename_from is not None:
         b.act(ActionKind.INDEX_UPSERT, spec.id, "index the updated metadata", path=m.folder)
+    elif new_overrides:  # the index row holds the overrides too (mlib list --app reads them)
+        b.act(ActionKind.INDEX_UPSERT, spec.id, "index the new overrides", path=m.folder)
     elif observed.index.get(spec.id) != current_text:
         reason = "index row missing" if spec.id not in observed.index else "index row out of date"
         b.drift.append(Drift(DriftKind.INDEX_STALE, spec.id, m.folder, reason))

@@ -12,7 +12,8 @@ it gets 401, whatever the path. The server binds to loopback unless told otherwi
 Served so far: models (filtered, paginated), one model, the plan, the status, an index rebuild,
 override changes (answering the new plan), and apply, at once or in the background with its
 progress as Server-Sent Events and a cancellation that stops between two (atomic) actions; one
-at a time (409). Doctor and the web page are still to come.
+at a time (409); doctor; and a small page at ``/`` (plain HTML and script in ``web/``: it holds no
+data and asks for the token, which only its script's requests carry).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import os
 import secrets
 import threading
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from reconciler import api
@@ -85,6 +87,8 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
 
     @app.middleware("http")
     async def authorize(request: Request, call_next: Any) -> Any:
+        if request.url.path == "/" and request.method == "GET":
+            return await call_next(request)  # the page holds no data; it asks for the token
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             return JSONResponse(
@@ -129,9 +133,31 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         manifest = api.load(manifest_path)
         filters = Filters(type, family, kind, tuple(tag), app_target, search)
         rows = api.query(manifest.library, filters, manifest)
-        out = rows_to_json(rows[offset : offset + limit], total=len(rows))
+        page = rows[offset : offset + limit]
+        out = rows_to_json(page, total=len(rows))
+        for row, item in zip(page, out["models"], strict=True):
+            item["apps"] = {  # the app targets it is enabled for (the page's toggles)
+                a.name: bool(row.overrides.get(a.name, {}).get("enabled", True))
+                for a in manifest.apps
+            }
         out |= {"offset": offset, "limit": limit}
         return out
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        """The web page: models with filters and per-app toggles, the plan, apply, the status."""
+        return resources.files("reconciler").joinpath("web/index.html").read_text("utf-8")
+
+    @app.get("/api/apps")
+    def apps() -> dict[str, Any]:
+        """The manifest's app targets."""
+        targets = api.load(manifest_path).apps
+        return {
+            "apps": [
+                {"name": a.name, "app": a.app, "version": a.version, "link": a.link.value}
+                for a in targets
+            ]
+        }
 
     @app.get("/api/models/{model_id:path}")
     def one_model(model_id: str) -> dict[str, Any]:

@@ -55,8 +55,11 @@ def test_models_are_what_mlib_list_says(client: TestClient, example: Path) -> No
     assert r.status_code == 200
     body = r.json()
     cli = json.loads(mlib(example, "list", "--json").stdout)
-    assert body["models"] == cli["models"] and body["count"] == cli["count"] == 4
-    jsonschema.validate({k: body[k] for k in ("schema_version", "count", "models")}, schema("list"))
+    mine = [{k: v for k, v in m.items() if k != "apps"} for m in body["models"]]
+    assert mine == cli["models"] and body["count"] == cli["count"] == 4
+    jsonschema.validate(
+        {"schema_version": 1, "count": body["count"], "models": mine}, schema("list")
+    )
     tagged = client.get("/api/models", params={"tag": ["example", "bundle"]}).json()
     assert [m["id"] for m in tagged["models"]] == ["diffusion/sd15/tiny_diffusers_pipeline"]
     page = client.get("/api/models", params={"offset": 1, "limit": 2}).json()
@@ -139,6 +142,7 @@ def test_an_override_edits_the_manifest_and_answers_the_plan(own: tuple[Path, Te
     jsonschema.validate(plan, schema("plan"))
     assert [(a["kind"], a["model"]) for a in plan["actions"]] == [
         ("write_overrides", "diffusion/sd15/tiny_t5_encoder"),
+        ("index_upsert", "diffusion/sd15/tiny_t5_encoder"),
         ("unlink", "diffusion/sd15/tiny_t5_encoder"),
     ]
     import difflib
@@ -148,7 +152,7 @@ def test_an_override_edits_the_manifest_and_answers_the_plan(own: tuple[Path, Te
     assert changed == ["+  apps:", "+    comfy: false"], changed  # the rest as it was
     applied = c.post("/api/apply").json()
     assert applied["failed"] == 0 and {s["kind"] for s in applied["steps"]} == {
-        "write_overrides", "unlink"
+        "write_overrides", "index_upsert", "unlink"
     }  # fmt: skip
     assert c.get("/api/plan").json()["actions"] == []
 
@@ -275,3 +279,26 @@ def test_doctor_says_what_mlib_doctor_says(client: TestClient, example: Path) ->
     assert all(c["status"] == "ok" for c in checks)
     installed = client.post("/api/doctor/install").json()
     assert installed["pip_exit_code"] == 0  # nothing missing: pip is not even run
+
+
+def test_the_page_is_served_without_the_token_and_holds_no_data(example: Path) -> None:
+    with TestClient(server.create_app(example, TOKEN)) as c:
+        r = c.get("/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert 'id="models"' in r.text and "/api/applies" in r.text
+        assert "tiny_sd_checkpoint" not in r.text  # the data comes only with the token
+        assert c.post("/").status_code == 401 and c.get("/api/apps").status_code == 401
+
+
+def test_apps_and_the_per_app_toggles(own: tuple[Path, TestClient]) -> None:
+    _, c = own
+    assert c.get("/api/apps").json()["apps"] == [
+        {"name": "comfy", "app": "comfyui", "version": "0.3.62", "link": "auto"}
+    ]
+    listed = {m["id"]: m["apps"] for m in c.get("/api/models").json()["models"]}
+    assert all(a == {"comfy": True} for a in listed.values()) and len(listed) == 4
+    c.put("/api/models/diffusion/sd15/tiny_t5_encoder/apps/comfy", json={"enabled": False})
+    c.post("/api/apply")
+    listed = {m["id"]: m["apps"] for m in c.get("/api/models").json()["models"]}
+    assert listed["diffusion/sd15/tiny_t5_encoder"] == {"comfy": False}
+    assert listed["diffusion/sd15/tiny_sd_checkpoint"] == {"comfy": True}
