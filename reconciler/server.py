@@ -82,6 +82,11 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         title="mlib",
         summary="One model library, linked into every app, described by a manifest.",
         version="1",
+        responses={  # what any route may answer besides its own
+            401: {"description": "missing or wrong token"},
+            413: {"description": "a body over 64 KiB"},
+            422: {"description": "invalid input (the problems say where and how to fix)"},
+        },
     )
     expected = f"Bearer {token}".encode()
 
@@ -159,7 +164,7 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
             ]
         }
 
-    @app.get("/api/models/{model_id:path}")
+    @app.get("/api/models/{model_id:path}", responses={404: {"description": "no such model"}})
     def one_model(model_id: str) -> dict[str, Any]:
         """One model: its metadata.json and overrides.json as written, and its links."""
         manifest = api.load(manifest_path)
@@ -189,21 +194,27 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         """Drift and conflicts, as ``mlib status --json``."""
         return status_to_json(api.make_plan(manifest_path).plan)
 
-    @app.post("/api/index/rebuild")
+    @app.post("/api/index/rebuild", responses={409: {"description": "an apply is running"}})
     def rebuild() -> dict[str, Any]:
         """Rebuild models.db from the metadata files (``mlib index rebuild``)."""
         report = api.rebuild_index(api.load(manifest_path).library, lock_timeout=0)
         skipped = [{"path": s.path, "reason": s.reason} for s in report.skipped]
         return {"indexed": report.indexed, "skipped": skipped, "seconds": report.seconds}
 
-    @app.put("/api/models/{model_id:path}/apps/{target}")
+    @app.put(
+        "/api/models/{model_id:path}/apps/{target}",
+        responses={404: {"description": "no such model"}},
+    )
     def override(model_id: str, target: str, change: OverrideChange) -> dict[str, Any]:
         """Change how a model is linked into one app target (``mlib override``: the manifest is
         edited in place, comments kept); answers the plan that follows."""
         from reconciler import manifest_edit
 
-        if not change.model_fields_set:
+        fields = change.model_dump(exclude_none=True)
+        if not fields:
             raise HTTPException(422, "say what to change: versions, enabled, folder, filename")
+        if model_id not in {spec.id for spec in api.load(manifest_path).models}:
+            raise HTTPException(404, f"no model {model_id!r} in the manifest")
         manifest_edit.set_override(
             manifest_path,
             model_id,
@@ -230,7 +241,9 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
 
     runs: dict[str, _Run] = {}
 
-    @app.post("/api/applies", status_code=202)
+    @app.post(
+        "/api/applies", status_code=202, responses={409: {"description": "an apply is running"}}
+    )
     def start_apply() -> dict[str, Any]:
         """Start an apply in the background; its events stream from ``/events`` (one at a time:
         409 while another runs here, or while another process holds the library)."""
@@ -241,7 +254,7 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         threading.Thread(target=run.execute, args=(manifest_path,), daemon=True).start()
         return {"id": run.id, "events": f"/api/applies/{run.id}/events"}
 
-    @app.get("/api/applies/{run_id}/events")
+    @app.get("/api/applies/{run_id}/events", responses={404: {"description": "no such apply"}})
     def apply_events(run_id: str) -> StreamingResponse:
         """Server-Sent Events: ``step`` (each action's outcome), ``bytes`` (bytes written by
         imports and downloads), then ``done`` (or ``error``)."""
@@ -250,7 +263,7 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
             raise HTTPException(404, f"no apply {run_id!r}")
         return StreamingResponse(run.stream(), media_type="text/event-stream")
 
-    @app.post("/api/applies/{run_id}/cancel")
+    @app.post("/api/applies/{run_id}/cancel", responses={404: {"description": "no such apply"}})
     def cancel_apply(run_id: str) -> dict[str, Any]:
         """Stop after the action under way (each action is atomic: the library stays whole; the
         actions not started stay in the plan)."""
@@ -260,7 +273,7 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         run.cancel.set()
         return {"id": run_id, "cancelling": not run.finished.is_set()}
 
-    @app.post("/api/apply")
+    @app.post("/api/apply", responses={409: {"description": "another apply is running"}})
     def apply() -> dict[str, Any]:
         """Plan again and apply (``mlib apply -y``); one at a time: 409 while another runs."""
         result = api.apply(manifest_path, lock_timeout=0)
@@ -357,7 +370,18 @@ class _Run:
 class OverrideChange(BaseModel):
     """The fields of an app override to change; those not sent stay as they are."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={  # as published: at least one field, none of them null
+            "minProperties": 1,
+            "properties": {
+                "versions": {"type": "string", "description": "a version range"},
+                "enabled": {"type": "boolean"},
+                "folder": {"type": "string", "description": "a folder of the app (relative)"},
+                "filename": {"type": "string", "description": "the name to link under"},
+            },
+        },
+    )
 
     versions: str | None = None
     enabled: bool | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -185,6 +186,9 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
     monkeypatch.setattr(library, "_CHUNK", size)
     monkeypatch.setattr(library, "_PARALLEL_FROM", 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    # Idle pool threads that earlier tests' servers leave (AnyIO's) would turn forking off;
+    # these workers take no lock such a thread could hold.
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
 
 
 def test_workers_read_what_one_process_reads(

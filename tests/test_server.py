@@ -183,7 +183,7 @@ def test_a_bad_override_changes_nothing(
 def test_an_override_of_an_unknown_model_says_so(own: tuple[Path, TestClient]) -> None:
     _, c = own
     r = c.put("/api/models/diffusion/sd15/nope/apps/comfy", json={"enabled": False})
-    assert r.status_code == 422 and "no model with id 'diffusion/sd15/nope'" in r.text
+    assert r.status_code == 404 and "no model 'diffusion/sd15/nope'" in r.text
 
 
 def test_a_huge_body_is_refused_before_reading(own: tuple[Path, TestClient]) -> None:
