@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import cache, lockfile, observe, planner, resolve, stamps
-from reconciler.actions import ActionKind, Plan
+from reconciler.actions import Action, ActionKind, Plan
 from reconciler.errors import (
     InvalidInputError,
     LockFileError,
@@ -386,6 +386,15 @@ def save_plan(result: PlanResult, path: Path, *, prune: bool) -> None:
     atomic_write(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
+def check_saved_plan(path: Path) -> None:
+    """Raise :class:`StalePlanError` if the plan saved at ``path`` is no longer exact (the
+    manifest or the disk changed since); ``apply`` checks again under the library lock."""
+    saved = read_saved_plan(path)
+    manifest_path = Path(saved.get("manifest") or "")
+    now = make_plan(manifest_path, prune=bool(saved.get("prune", False)))
+    _check_not_stale(saved, now, path)
+
+
 def read_saved_plan(path: Path) -> dict[str, Any]:
     doc = load_json(path, "saved plan")
     data = doc.data
@@ -408,6 +417,7 @@ def apply(
     progress: Progress | None = None,
     on_plan: Callable[[Plan], None] | None = None,
     on_step: Callable[[Step], None] | None = None,
+    on_start: Callable[[Action], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> ApplyResult:
     """Plan again under the library lock and execute; a saved plan must still be exact. With
@@ -451,6 +461,7 @@ def apply(
                 jobs=jobs,
                 offline=result.options.offline,
                 on_step=on_step,
+                on_start=on_start,
                 cancelled=cancelled,
             )
             report = runner.run(result.plan)

@@ -87,6 +87,7 @@ class Executor:
         jobs: int = 1,
         offline: bool = False,
         on_step: Callable[[Step], None] | None = None,
+        on_start: Callable[[Action], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ):
         self.root = root
@@ -96,6 +97,7 @@ class Executor:
         self.jobs = max(1, jobs)
         self.offline = offline
         self.on_step = on_step  # told of each step as it ends (a GUI's progress)
+        self.on_start = on_start  # told of each action as it starts (a GUI's current action)
         self.cancelled = cancelled  # asked before each action: True skips the rest
         self._http: Client | None = None
         self._failed: dict[str, OSError | ReconcilerError] = {}  # prefetch failures, by file
@@ -126,6 +128,8 @@ class Executor:
             return Step(action, Outcome.SKIPPED, "cancelled before it started")
         if action.model and action.model in failed_models:
             return Step(action, Outcome.SKIPPED, "an earlier step of this model failed")
+        if self.on_start is not None:
+            self.on_start(action)
         try:
             detail = self.do(action)
         except (OSError, ReconcilerError) as exc:

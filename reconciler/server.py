@@ -9,11 +9,13 @@ Every request must carry ``Authorization: Bearer <token>``, the token generated 
 starts (printed once, kept with mode 0600 in ``<library>/.mlib/serve-token``); a request without
 it gets 401, whatever the path. The server binds to loopback unless told otherwise.
 
-Served so far: models (filtered, paginated), one model, the plan, the status, an index rebuild,
-override changes (answering the new plan), and apply, at once or in the background with its
-progress as Server-Sent Events and a cancellation that stops between two (atomic) actions; one
-at a time (409); doctor; and a small page at ``/`` (plain HTML and script in ``web/``: it holds no
-data and asks for the token, which only its script's requests carry).
+Served: models (filtered, paginated), one model, the plan (or a plan kept under an id, which an
+apply then does exactly, or refuses with 409 once the manifest or the disk changed), the status,
+verify, an index rebuild, override changes (answering the new plan), and apply, at once or in the
+background with its progress as Server-Sent Events (the plan's size, each action as it starts and
+ends, bytes written) and a cancellation that stops between two (atomic) actions; one at a time
+(409); doctor and its install; and a small page at ``/`` (plain HTML and script in ``web/``: it
+holds no data and asks for the token, which only its script's requests carry).
 """
 
 from __future__ import annotations
@@ -31,16 +33,25 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler import api
-from reconciler.actions import Action
-from reconciler.errors import InvalidInputError, LockTimeoutError, ReconcilerError
+from reconciler.actions import Action, Plan
+from reconciler.errors import (
+    InvalidInputError,
+    LockTimeoutError,
+    ReconcilerError,
+    StalePlanError,
+)
 from reconciler.executor import Step
 from reconciler.index import Query as Filters
 from reconciler.render import plan_to_json, rows_to_json, status_to_json
 
 TOKEN_FILE = ".mlib/serve-token"
+#: Plans kept by ``POST /api/plans`` (the format of ``mlib plan -o``), named by their id.
+PLANS = ".mlib/plans"
+#: How many saved plans are kept; older ones are removed as new ones are saved.
+KEEP_PLANS = 20
 #: The most models one page of ``GET /api/models`` holds.
 MAX_PAGE = 1000
 #: The largest request body accepted (an override change is a few hundred bytes).
@@ -113,6 +124,10 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
     @app.exception_handler(LockTimeoutError)
     async def busy(request: Request, exc: LockTimeoutError) -> JSONResponse:
         return JSONResponse({"error": str(exc), "fix": "wait for the other apply"}, 409)
+
+    @app.exception_handler(StalePlanError)
+    async def stale(request: Request, exc: StalePlanError) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "fix": "preview the plan again"}, 409)
 
     @app.exception_handler(InvalidInputError)
     async def invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
@@ -194,6 +209,45 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         """Drift and conflicts, as ``mlib status --json``."""
         return status_to_json(api.make_plan(manifest_path).plan)
 
+    @app.post("/api/plans", status_code=201)
+    def keep_plan(prune: bool = False) -> dict[str, Any]:
+        """Plan now and keep the plan under an id: applying that id does exactly this plan, or
+        refuses with 409 if the manifest or the disk changed since (``mlib plan -o``)."""
+        result = api.make_plan(manifest_path, prune=prune)
+        folder = api.load(manifest_path).library / PLANS
+        folder.mkdir(parents=True, exist_ok=True)
+        plan_id = secrets.token_hex(8)
+        api.save_plan(result, folder / f"{plan_id}.json", prune=prune)
+        _forget_old_plans(folder)
+        return {"id": plan_id, "plan": plan_to_json(result.plan)}
+
+    def saved_plan(request: ApplyRequest | None) -> Path | None:
+        """The saved plan a request names (404 if there is none; 409 if it is stale)."""
+        if request is None or request.plan is None:
+            return None
+        path = api.load(manifest_path).library / PLANS / f"{request.plan}.json"
+        if not path.is_file():
+            raise HTTPException(
+                404, f"no plan {request.plan!r} (plans are kept by POST /api/plans)"
+            )
+        api.check_saved_plan(path)
+        return path
+
+    @app.post("/api/verify")
+    def verify(request: VerifyRequest | None = None) -> dict[str, Any]:
+        """Rehash the files of the given models (all by default) and compare them with their
+        metadata.json (``mlib verify``)."""
+        ids = request.models if request is not None else None
+        result = api.verify(api.load(manifest_path).library, ids)
+        mismatches = [{"model": m.model, "path": m.path, "message": m.message}
+                      for m in result.mismatches]  # fmt: skip
+        return {
+            "checked_files": result.checked_files,
+            "checked_bytes": result.checked_bytes,
+            "mismatches": mismatches,
+            "ok": not mismatches,
+        }
+
     @app.post("/api/index/rebuild", responses={409: {"description": "an apply is running"}})
     def rebuild() -> dict[str, Any]:
         """Rebuild models.db from the metadata files (``mlib index rebuild``)."""
@@ -242,16 +296,23 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
     runs: dict[str, _Run] = {}
 
     @app.post(
-        "/api/applies", status_code=202, responses={409: {"description": "an apply is running"}}
+        "/api/applies",
+        status_code=202,
+        responses={
+            404: {"description": "no such saved plan"},
+            409: {"description": "an apply is running, or the saved plan is stale"},
+        },
     )
-    def start_apply() -> dict[str, Any]:
-        """Start an apply in the background; its events stream from ``/events`` (one at a time:
-        409 while another runs here, or while another process holds the library)."""
+    def start_apply(request: ApplyRequest | None = None) -> dict[str, Any]:
+        """Start an apply in the background: of a plan kept by ``POST /api/plans`` when the body
+        names one (exactly that plan), else of a fresh plan. Its events stream from ``/events``.
+        One at a time: 409 while another runs here, or while another process holds the library."""
         if any(not run.finished.is_set() for run in runs.values()):
             raise HTTPException(409, "an apply is running; wait for it, or cancel it")
+        saved = saved_plan(request)
         run = _Run(secrets.token_hex(8))
         runs[run.id] = run
-        threading.Thread(target=run.execute, args=(manifest_path,), daemon=True).start()
+        threading.Thread(target=run.execute, args=(manifest_path, saved), daemon=True).start()
         return {"id": run.id, "events": f"/api/applies/{run.id}/events"}
 
     @app.get("/api/applies/{run_id}/events", responses={404: {"description": "no such apply"}})
@@ -273,10 +334,17 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         run.cancel.set()
         return {"id": run_id, "cancelling": not run.finished.is_set()}
 
-    @app.post("/api/apply", responses={409: {"description": "another apply is running"}})
-    def apply() -> dict[str, Any]:
-        """Plan again and apply (``mlib apply -y``); one at a time: 409 while another runs."""
-        result = api.apply(manifest_path, lock_timeout=0)
+    @app.post(
+        "/api/apply",
+        responses={
+            404: {"description": "no such saved plan"},
+            409: {"description": "another apply is running, or the saved plan is stale"},
+        },
+    )
+    def apply(request: ApplyRequest | None = None) -> dict[str, Any]:
+        """Apply a saved plan, or plan again and apply (``mlib apply -y``), and answer when done;
+        one at a time: 409 while another runs."""
+        result = api.apply(manifest_path, saved=saved_plan(request), lock_timeout=0)
         steps = [
             {
                 "kind": s.action.kind.value,
@@ -290,6 +358,13 @@ def create_app(manifest_path: Path, token: str) -> FastAPI:
         return {"steps": steps, "failed": failed, "conflicts": len(result.plan.conflicts)}
 
     return app
+
+
+def _forget_old_plans(folder: Path) -> None:
+    """Keep the newest :data:`KEEP_PLANS` saved plans (files this server wrote)."""
+    plans = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in plans[KEEP_PLANS:]:
+        old.unlink(missing_ok=True)
 
 
 def _check(c: Any) -> dict[str, Any]:
@@ -311,7 +386,7 @@ class _Run:
             self.events.append(event)
             self.changed.notify_all()
 
-    def execute(self, manifest_path: Path) -> None:
+    def execute(self, manifest_path: Path, saved: Path | None = None) -> None:
         def on_step(step: Step) -> None:
             self.emit(
                 {
@@ -323,14 +398,24 @@ class _Run:
                 }
             )
 
+        def on_plan(plan: Plan) -> None:
+            self.emit({"type": "plan", "actions": len(plan.actions)})
+
+        def on_start(action: Action) -> None:
+            path = action.path or action.model
+            self.emit({"type": "start", "kind": action.kind.value, "path": path})
+
         def progress(action: Action, n: int) -> None:
             self.emit({"type": "bytes", "model": action.model, "bytes": n})
 
         try:
             result = api.apply(
                 manifest_path,
+                saved=saved,
                 lock_timeout=0,
                 progress=progress,
+                on_plan=on_plan,
+                on_start=on_start,
                 on_step=on_step,
                 cancelled=self.cancel.is_set,
             )
@@ -387,3 +472,19 @@ class OverrideChange(BaseModel):
     enabled: bool | None = None
     folder: str | None = None
     filename: str | None = None
+
+
+class ApplyRequest(BaseModel):
+    """Which plan to apply: the id ``POST /api/plans`` answered; none plans afresh."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str | None = Field(default=None, pattern="^[0-9a-f]{16}$")
+
+
+class VerifyRequest(BaseModel):
+    """The models to verify (their ids); none means every model in the library."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(default=None, max_length=MAX_PAGE)

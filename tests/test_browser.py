@@ -72,7 +72,8 @@ def test_the_page_turns_a_link_on_and_applies_it(served: tuple[str, Path]) -> No
             page.click("#login button")
             page.wait_for_selector("#models tr")
             assert page.locator("#models tr").count() == 4
-            assert "In sync." in page.inner_text("#status")
+            page.wait_for_function("document.getElementById('status').textContent !== ''")
+            assert page.inner_text("#status") == "In sync."
 
             page.fill("#search", "t5")
             page.click("#filter")
@@ -86,6 +87,11 @@ def test_the_page_turns_a_link_on_and_applies_it(served: tuple[str, Path]) -> No
             page.click("#apply")
             page.wait_for_function("document.getElementById('log').textContent.includes('done:')")
             assert "done: " in page.inner_text("#log") and "0 failed" in page.inner_text("#log")
+            # three actions (overrides, index, link), each counted as it ended
+            assert page.eval_on_selector("#progress", "p => [p.value, p.max]") == [3, 3]
+            page.wait_for_function(
+                "document.getElementById('summary').textContent.includes('0 to link')"
+            )
         finally:
             browser.close()
     assert link.is_symlink() and link.resolve().is_file()  # the link is on disk

@@ -271,6 +271,85 @@ def test_a_cancelled_apply_stops_between_actions_and_the_plan_shows_the_rest(
     assert json.loads(mlib(manifest, "plan", "--json").stdout)["actions"] == []
 
 
+def test_a_background_apply_says_its_size_first_and_each_action_as_it_starts(
+    tmp_path: Path,
+) -> None:
+    manifest = make_example(tmp_path)
+    with TestClient(server.create_app(manifest, TOKEN)) as c:
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        events = _events(c, c.post("/api/applies").json())
+    assert events[0] == {"type": "plan", "actions": 12}
+    ordered = [(e["type"], e["path"]) for e in events if e["type"] in ("start", "step")]
+    starts, steps = ordered[0::2], ordered[1::2]  # each step between its start and the next
+    assert [t for t, _ in starts] == ["start"] * 12 and [t for t, _ in steps] == ["step"] * 12
+    assert [p for _, p in starts] == [p for _, p in steps]
+
+
+def test_a_kept_plan_is_applied_exactly_once(own: tuple[Path, TestClient]) -> None:
+    _, c = own
+    c.put("/api/models/diffusion/sd15/tiny_t5_encoder/apps/comfy", json={"enabled": False})
+    kept = c.post("/api/plans")
+    assert kept.status_code == 201
+    body = kept.json()
+    assert body["plan"] == c.get("/api/plan").json() and len(body["plan"]["actions"]) == 3
+    applied = c.post("/api/apply", json={"plan": body["id"]}).json()
+    assert applied["failed"] == 0 and len(applied["steps"]) == 3
+    again = c.post("/api/apply", json={"plan": body["id"]})  # the disk has changed since
+    assert again.status_code == 409 and "stale" in again.json()["error"]
+
+
+def test_a_kept_plan_goes_stale_when_the_manifest_changes(own: tuple[Path, TestClient]) -> None:
+    manifest, c = own
+    kept = c.post("/api/plans").json()
+    assert kept["plan"]["actions"] == []
+    c.put("/api/models/diffusion/sd15/tiny_t5_encoder/apps/comfy", json={"enabled": False})
+    link = manifest.parent.parent / "example" / "ComfyUI" / "models" / "text_encoders"
+    before = sorted(p.name for p in link.iterdir())
+    for path in ("/api/apply", "/api/applies"):
+        r = c.post(path, json={"plan": kept["id"]})
+        assert r.status_code == 409 and "now also needed: unlink" in r.json()["error"], r.text
+    assert sorted(p.name for p in link.iterdir()) == before  # nothing was applied
+    assert len(c.get("/api/plan").json()["actions"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"plan": "0123456789abcdef"}, 404),  # well formed, never kept
+        ({"plan": "../../../etc/passwd"}, 422),
+        ({"plan": "0123456789ABCDEF"}, 422),
+        ({"plan": 7}, 422),
+        ({"colour": "red"}, 422),
+    ],
+)
+def test_applying_an_unknown_or_malformed_plan_id_is_refused(
+    client: TestClient, body: object, status: int
+) -> None:
+    for path in ("/api/apply", "/api/applies"):
+        assert client.post(path, json=body).status_code == status
+
+
+def test_verify_rehashes_and_names_the_model_that_changed(own: tuple[Path, TestClient]) -> None:
+    manifest, c = own
+    ok = c.post("/api/verify").json()
+    assert ok["ok"] and ok["mismatches"] == [] and ok["checked_files"] >= 4
+    library = manifest.parent.parent / "example" / "shared-resources" / "models"
+    lora = next((library / "diffusion" / "sd15" / "tiny_detail_lora_v2").glob("*.safetensors"))
+    with open(lora, "r+b") as fh:  # one byte changed, size kept
+        fh.seek(-1, os.SEEK_END)
+        last = fh.read(1)
+        fh.seek(-1, os.SEEK_END)
+        fh.write(bytes([last[0] ^ 1]))
+    bad = c.post("/api/verify", json={"models": ["diffusion/sd15/tiny_detail_lora_v2"]}).json()
+    assert not bad["ok"] and bad["checked_files"] == 1
+    assert [(m["model"], m["message"]) for m in bad["mismatches"]] == [
+        ("diffusion/sd15/tiny_detail_lora_v2", "content (sha256) differs from metadata.json")
+    ]
+    odd = c.post("/api/verify", json={"models": ["../../etc", "a/b/c"]}).json()
+    assert [m["message"] for m in odd["mismatches"]] == ["no such model in the library"] * 2
+    assert c.post("/api/verify", json={"models": "all"}).status_code == 422
+
+
 def test_doctor_says_what_mlib_doctor_says(client: TestClient, example: Path) -> None:
     checks = client.get("/api/doctor").json()["checks"]
     cli = mlib(example, "doctor").stdout.splitlines()
