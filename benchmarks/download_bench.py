@@ -1,6 +1,6 @@
 """Loopback download: mlib's resumable, hashing fetch against ``curl`` from the same server.
 
-    python benchmarks/download_bench.py [SIZE_MB] [--runs N] [--dir DIR]
+    python benchmarks/download_bench.py [SIZE_MB] [--runs N] [--dir DIR] [--json PATH]
 
 Writes a random file of SIZE_MB MiB (default 2048), serves it from 127.0.0.1 (a small threaded
 HTTP server that sends the body with ``sendfile``, so the server costs both clients the same
@@ -22,18 +22,21 @@ import argparse
 import hashlib
 import os
 import shutil
-import statistics
 import subprocess
+import sys
 import tempfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.timing import Case, MiB, make_random_file, rounds, sha256_file, summary, write_json
 from reconciler.sources.http import Fetch, Retry, client, download
 
-MiB = 1 << 20
+CURL, MLIB, SHA256 = "curl -o FILE", "mlib download (hash + verify)", "sha256 alone (memory)"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -73,78 +76,78 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Loopback download: mlib against curl")
     parser.add_argument("size_mb", type=int, nargs="?", default=2048)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    args = parser.parse_args(argv)
     if shutil.which("curl") is None:
         raise SystemExit("curl is not installed")
     work = Path(tempfile.mkdtemp(prefix="mlib-download-bench-", dir=args.dir))
     try:
-        run(work, args.size_mb, args.runs)
+        out = run(work, args.size_mb, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    write_json(args.json, out)
+    return 0
 
 
-def run(work: Path, size_mb: int, runs: int) -> None:
+def run(work: Path, size_mb: int, runs: int) -> dict[str, Any]:
     source = work / "served.bin"
-    with open(source, "wb") as fh:
-        for _ in range(size_mb):
-            fh.write(os.urandom(MiB))
-    data_sha = _sha256_file(source)
+    size = size_mb * MiB
+    make_random_file(source, size)
+    data_sha = sha256_file(source)
     _Handler.path_to_serve = source
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        return _measure(work, server, size, data_sha, runs)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _measure(
+    work: Path, server: ThreadingHTTPServer, size: int, data_sha: str, runs: int
+) -> dict[str, Any]:
     url = f"http://127.0.0.1:{server.server_address[1]}/served.bin"
-    size = size_mb * MiB
-    print(f"file: {size_mb} MiB at {url}; cpus: {os.cpu_count()}; load: {os.getloadavg()[0]:.2f}")
+    load_before = os.getloadavg()[0]
+    print(f"file: {size // MiB} MiB at {url}; cpus: {os.cpu_count()}; load: {load_before:.2f}")
+    curl_out, mlib_out = work / "curl.bin", work / "mlib.bin"
+    block = os.urandom(64 * MiB)
 
-    def curl() -> float:
-        out = work / "curl.bin"
-        t0 = time.perf_counter()
-        subprocess.run(["curl", "-s", "-f", "-o", str(out), url], check=True, timeout=600)
-        took = time.perf_counter() - t0
-        assert out.stat().st_size == size
-        out.unlink()
-        return took
+    def curl() -> None:
+        subprocess.run(["curl", "-s", "-f", "-o", str(curl_out), url], check=True, timeout=600)
 
-    def mlib() -> float:
-        dest = work / "mlib.bin"
-        job = Fetch(url, work / "mlib.part", dest, size, data_sha)
+    def curl_done() -> None:
+        assert curl_out.stat().st_size == size
+        curl_out.unlink()
+
+    def mlib() -> None:
+        job = Fetch(url, work / "mlib.part", mlib_out, size, data_sha)
         with client() as http:
-            t0 = time.perf_counter()
             got = download(job, http, retry=Retry(attempts=2, sleep=lambda s: None))
-            took = time.perf_counter() - t0
         assert got.sha256 == data_sha
-        dest.unlink()
-        return took
 
-    def sha_only() -> float:
-        block = os.urandom(64 * MiB)
-        t0 = time.perf_counter()
+    def sha_only() -> None:
         h = hashlib.sha256()
         for _ in range(size // len(block)):
             h.update(block)
-        return time.perf_counter() - t0
 
-    cases = {"curl -o FILE": curl, "mlib download (hash + verify)": mlib, "sha256 alone": sha_only}
-    for fn in cases.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(runs):
-        for name, fn in cases.items():
-            os.sync()
-            times[name].append(fn())
+    cases: list[Case] = [
+        (CURL, curl, curl_done),
+        (MLIB, mlib, mlib_out.unlink),
+        (SHA256, sha_only, None),
+    ]
+    figures = summary(rounds(cases, runs)[0])
     print(f"{'what':<32}{'median s':>10}{'best s':>9}{'GB/s':>8}")
-    for name, values in times.items():
-        med = statistics.median(values)
-        print(f"{name:<32}{med:>10.3f}{min(values):>9.3f}{size / med / 1e9:>8.2f}")
-    ratio = statistics.median(times["curl -o FILE"]) / statistics.median(
-        times["mlib download (hash + verify)"]
-    )
+    for name, f in figures.items():
+        med = f["median_s"]
+        print(f"{name:<32}{med:>10.3f}{f['best_s']:>9.3f}{size / med / 1e9:>8.2f}")
+    ratio = figures[CURL]["median_s"] / figures[MLIB]["median_s"]
     print(f"mlib throughput / curl throughput: {ratio:.2f} (target >= 0.80)")
 
     # Resume: the server cuts the first response at half the file; the second request resumes.
@@ -157,16 +160,16 @@ def run(work: Path, size_mb: int, runs: int) -> None:
     first, second = _Handler.served[0], _Handler.served[1]
     again = first + second - size
     print(f"resume: first request sent {first} bytes, second {second}; fetched again: {again}")
-    server.shutdown()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(4 * MiB):
-            h.update(chunk)
-    return h.hexdigest()
+    return {
+        "size_bytes": size,
+        "runs": runs,
+        "cases": figures,
+        "ratio_throughput_vs_curl": ratio,
+        "resume_refetched_bytes": again,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

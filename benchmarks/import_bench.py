@@ -1,21 +1,24 @@
-"""Benchmark of importing a model file: copy and hash against cp, sha256sum and single hashes.
+"""Hashing throughput: import (copy and hash) and verify against cp, sha256sum, b3sum, hashlib.
 
-Usage: python benchmarks/import_bench.py [SIZE_MB] [--dir DIR] [--runs N]
+Usage: python benchmarks/import_bench.py [SIZE_MB] [--dir DIR] [--runs N] [--json PATH]
 
 Writes a random file of SIZE_MB MiB (default 1024; 4096 for the 4 GiB figure) in a temporary folder
 under DIR (default: the system temp folder), reads it once so it sits in the page cache, then
 measures, each as the median of N rounds (default 3) after one unmeasured warm-up round (a round
-runs every case once, so all of them see the same drift in the machine's load):
+runs every case once, so all of them see the same drift in the machine's load), all on that file:
 
 - ``cp`` of the file, and ``cp`` followed by an fsync of the copy (copy_and_hash fsyncs, cp does
   not; both are shown so the ratio can be read either way);
-- ``sha256sum`` (coreutils);
+- ``sha256sum`` (coreutils), and ``b3sum`` with its default threads and with one thread, when it
+  is installed (Debian's ``b3sum`` package; the rows are left out otherwise);
 - hashlib sha256 alone, a ``readinto`` loop over a 1 MiB buffer;
-- blake3 alone, ``update_mmap`` with ``max_threads=AUTO``;
-- ``reconciler.hashing.hash_file`` (both hashes, one read);
+- blake3 alone (the Python package): ``update_mmap`` on one thread, and with ``max_threads=AUTO``;
+- ``reconciler.hashing.hash_file`` (both hashes, one read): the dual hash;
+- ``reconciler.api.verify`` of a one-model library whose file is a hard link to the test file
+  (what ``mlib verify`` does per file: the dual hash, the comparison, the hash cache row);
 - a plain Python copy loop: copy_and_hash without the hashing (a control: what reading,
   writing and fsyncing cost on this machine right now);
-- ``reconciler.hashing.copy_and_hash`` (copy + both hashes, one read, fsync).
+- ``reconciler.hashing.copy_and_hash`` (copy + both hashes, one read, fsync): an import.
 
 "cpu s" is the median user + system CPU time of the run (children included): wall time well above
 it means waiting (for the disk, or for a core another process holds).
@@ -29,59 +32,44 @@ Everything the benchmark writes is deleted at the end.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import blake3
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.timing import (
+    Case,
+    MiB,
+    make_random_file,
+    rounds,
+    sha256_file,
+    summary,
+    warm,
+    write_json,
+)
+from reconciler import api
 from reconciler.hashing import StreamingWriter, copy_and_hash, hash_file
+from reconciler.metadata import dumps, metadata_to_dict
+from reconciler.model import FileEntry, LocalSource, Metadata, ModelType
 
-MiB = 1 << 20
-CHUNK = 64 * MiB
-
-
-def make_random_file(path: Path, size: int) -> None:
-    with path.open("wb") as fh:
-        left = size
-        while left:
-            n = min(CHUNK, left)
-            fh.write(os.urandom(n))
-            left -= n
-        fh.flush()
-        os.fsync(fh.fileno())
+#: The cases the figures are read from (and the ratios between them).
+CP, CP_FSYNC, SHA256SUM, SHA256 = "cp", "cp + fsync", "sha256sum", "sha256 alone (hashlib)"
+B3SUM, B3SUM_1 = "b3sum", "b3sum --num-threads 1"
+BLAKE3_1, BLAKE3_AUTO = "blake3 alone (py, 1 thread)", "blake3 alone (py, mmap AUTO)"
+DUAL, VERIFY = "hash_file (dual)", "mlib verify (api.verify)"
+PY_COPY, IMPORT = "python copy, no hashing", "copy_and_hash"
 
 
-def warm(path: Path) -> None:
-    buf = bytearray(4 * MiB)
-    with path.open("rb", buffering=0) as fh:
-        while fh.readinto(buf):
-            pass
-
-
-def sha256_alone(path: Path) -> str:
-    h = hashlib.sha256()
-    buf = bytearray(MiB)
-    view = memoryview(buf)
-    with path.open("rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
-
-
-def blake3_alone(path: Path) -> str:
-    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+def blake3_alone(path: Path, threads: int = 1) -> str:
+    h = blake3.blake3(max_threads=threads)
     h.update_mmap(path)
     return h.hexdigest()
 
@@ -89,6 +77,43 @@ def blake3_alone(path: Path) -> str:
 def sha256sum(path: Path) -> str:
     out = subprocess.run(["sha256sum", "--", str(path)], check=True, capture_output=True, text=True)
     return out.stdout.split()[0]
+
+
+def b3sum(path: Path, threads: int | None = None) -> str:
+    args = ["b3sum", "--no-names"] + ([] if threads is None else [f"--num-threads={threads}"])
+    out = subprocess.run([*args, "--", str(path)], check=True, capture_output=True, text=True)
+    return out.stdout.split()[0]
+
+
+def verify_library(work: Path, src: Path) -> Path:
+    """A library of one model whose file is a hard link to ``src``, with its true hashes."""
+    lib = work / "lib"
+    folder = lib / "other" / "bench" / "model"
+    folder.mkdir(parents=True)
+    os.link(src, folder / "model.bin")
+    got = hash_file(src)
+    meta = Metadata(
+        id="other/bench/model",
+        official_name="model",
+        cleaned_name="model",
+        model_type=ModelType.OTHER,
+        family="bench",
+        kind="other",
+        source=LocalSource(str(src)),
+        files=(FileEntry("model.bin", got.size, got.sha256, got.blake3),),
+        added_at="2026-01-01T00:00:00Z",
+        updated_at="2026-01-01T00:00:00Z",
+    )
+    (folder / "metadata.json").write_bytes(dumps(metadata_to_dict(meta)))
+    api.rebuild_index(lib)
+    return lib
+
+
+def run_verify(lib: Path) -> tuple[int, int]:
+    result = api.verify(lib)
+    if result.mismatches:
+        raise SystemExit(f"import_bench: verify found {result.mismatches}")
+    return result.checked_files, result.checked_bytes
 
 
 def python_copy(src: Path, dest: Path) -> None:
@@ -116,44 +141,12 @@ def cp(src: Path, dest: Path, fsync: bool) -> None:
             os.close(fd)
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and of its finished children so far."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def measure(
-    cases: list[tuple[str, Callable[[], object], Callable[[], None] | None]], runs: int
-) -> tuple[dict[str, list[tuple[float, float]]], dict[str, object]]:
-    """One unmeasured warm-up round, then ``runs`` timed rounds of every case in turn.
-
-    Rounds rather than one case after the other: on a shared machine the load drifts, and
-    interleaving exposes every case to the same drift, which keeps the ratios honest. Returns
-    (wall seconds, CPU seconds) per run and case.
-    """
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in cases}
-    results: dict[str, object] = {}
-    for round_ in range(runs + 1):
-        for name, fn, cleanup in cases:
-            os.sync()
-            cpu = cpu_seconds()
-            start = time.perf_counter()
-            results[name] = fn()
-            elapsed = time.perf_counter() - start
-            cpu = cpu_seconds() - cpu
-            if cleanup is not None:
-                cleanup()
-            if round_:
-                samples[name].append((elapsed, cpu))
-    return samples, results
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("size_mb", nargs="?", type=int, default=1024, help="file size in MiB")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the temp files")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per measurement")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     args = parser.parse_args(argv)
     size = args.size_mb * MiB
     base = args.dir if args.dir is not None else Path(tempfile.gettempdir())
@@ -164,77 +157,104 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="mlib-import-bench-", dir=base))
     try:
-        return _run(work, size, args.runs)
+        out = _run(work, size, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    write_json(args.json, out)
+    return 1 if out["failed_checks"] else 0
 
 
-def _run(work: Path, size: int, runs: int) -> int:
+def _run(work: Path, size: int, runs: int) -> dict[str, Any]:
     src = work / "model.bin"
     dest = work / "copy.bin"
 
     def drop_dest() -> None:
         dest.unlink(missing_ok=True)
 
+    load_before = os.getloadavg()[0]
     print(f"file: {size // MiB} MiB random in {work} (page cache warm); cpus: {os.cpu_count()}")
-    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    print(f"load average before: {load_before:.2f}")
     make_random_file(src, size)
+    lib = verify_library(work, src)
     warm(src)
 
-    cases: list[tuple[str, Callable[[], object], Callable[[], None] | None]] = [
-        ("cp", lambda: cp(src, dest, fsync=False), drop_dest),
-        ("cp + fsync", lambda: cp(src, dest, fsync=True), drop_dest),
-        ("sha256sum", lambda: sha256sum(src), None),
-        ("sha256 alone (hashlib)", lambda: sha256_alone(src), None),
-        ("blake3 alone (mmap, AUTO)", lambda: blake3_alone(src), None),
-        ("hash_file (dual)", lambda: hash_file(src), None),
-        ("python copy, no hashing", lambda: python_copy(src, dest), drop_dest),
-        ("copy_and_hash", lambda: copy_and_hash(src, dest), drop_dest),
+    have_b3sum = shutil.which("b3sum") is not None
+    cases: list[Case] = [
+        (CP, lambda: cp(src, dest, fsync=False), drop_dest),
+        (CP_FSYNC, lambda: cp(src, dest, fsync=True), drop_dest),
+        (SHA256SUM, lambda: sha256sum(src), None),
+        (SHA256, lambda: sha256_file(src), None),
+        *(
+            [(B3SUM, lambda: b3sum(src), None), (B3SUM_1, lambda: b3sum(src, 1), None)]
+            if have_b3sum
+            else []
+        ),
+        (BLAKE3_1, lambda: blake3_alone(src), None),
+        (BLAKE3_AUTO, lambda: blake3_alone(src, blake3.blake3.AUTO), None),
+        (DUAL, lambda: hash_file(src), None),
+        (VERIFY, lambda: run_verify(lib), None),
+        (PY_COPY, lambda: python_copy(src, dest), drop_dest),
+        (IMPORT, lambda: copy_and_hash(src, dest), drop_dest),
     ]
-    samples, results = measure(cases, runs)
+    samples, results = rounds(cases, runs)
 
     dual = hash_file(src)
     copied = copy_and_hash(src, dest)
     same_bytes = hash_file(dest) == dual
     drop_dest()
     checks = {
-        "sha256sum = hashlib": results["sha256sum"] == results["sha256 alone (hashlib)"],
-        "hash_file sha256 = hashlib": dual.sha256 == results["sha256 alone (hashlib)"],
-        "hash_file blake3 = blake3 mmap": dual.blake3 == results["blake3 alone (mmap, AUTO)"],
+        "sha256sum = hashlib": results[SHA256SUM] == results[SHA256],
+        "hash_file sha256 = hashlib": dual.sha256 == results[SHA256],
+        "hash_file blake3 = blake3 (1 thread)": dual.blake3 == results[BLAKE3_1],
+        "blake3 AUTO = blake3 (1 thread)": results[BLAKE3_AUTO] == results[BLAKE3_1],
         "copy_and_hash = hash_file": copied == dual,
         "copy has the same bytes": same_bytes,
+        "verify read the file": results[VERIFY] == (1, size),
     }
+    if have_b3sum:
+        checks["b3sum = blake3"] = results[B3SUM] == results[B3SUM_1] == dual.blake3
 
-    rows = {name: [wall for wall, _ in runs_] for name, runs_ in samples.items()}
+    figures = summary(samples)
     gb = size / 1e9
-    print(f"\n{'what':28} {'median s':>9} {'best s':>8} {'GB/s':>7} {'cpu s':>7}")
-    for name, runs_ in samples.items():
-        med = statistics.median(rows[name])
-        cpu = statistics.median(c for _, c in runs_)
-        print(f"{name:28} {med:9.3f} {min(rows[name]):8.3f} {gb / med:7.2f} {cpu:7.3f}")
+    print(f"\n{'what':30} {'median s':>9} {'best s':>8} {'GB/s':>7} {'cpu s':>7}")
+    for name, f in figures.items():
+        med = f["median_s"]
+        print(f"{name:30} {med:9.3f} {f['best_s']:8.3f} {gb / med:7.2f} {f['cpu_s']:7.3f}")
 
-    def ratio(a: str, b: str) -> str:
-        med = statistics.median(rows[a]) / statistics.median(rows[b])
-        best = min(rows[a]) / min(rows[b])
-        return f"{med:5.2f}x (best {best:.2f}x)"
+    def ratio(a: str, b: str) -> float:
+        return float(figures[a]["median_s"] / figures[b]["median_s"])
 
-    two_pass = statistics.median(rows["sha256 alone (hashlib)"]) + statistics.median(
-        rows["blake3 alone (mmap, AUTO)"]
-    )
+    ratios = {
+        "import / cp": ratio(IMPORT, CP),
+        "import / cp + fsync": ratio(IMPORT, CP_FSYNC),
+        "python copy / cp + fsync": ratio(PY_COPY, CP_FSYNC),
+        "dual / sha256 alone": ratio(DUAL, SHA256),
+        "verify / sha256sum": ratio(VERIFY, SHA256SUM),
+        "verify / sha256 alone": ratio(VERIFY, SHA256),
+        "sha256 alone / sha256sum": ratio(SHA256, SHA256SUM),
+        "blake3 py 1 thread / sha256 alone": ratio(BLAKE3_1, SHA256),
+    }
+    if have_b3sum:
+        ratios["blake3 py 1 thread / b3sum 1 thread"] = ratio(BLAKE3_1, B3SUM_1)
+    two_pass = figures[SHA256]["median_s"] + figures[BLAKE3_1]["median_s"]
+    ratios["dual / (sha256 + blake3 passes)"] = figures[DUAL]["median_s"] / two_pass
     print()
-    print(f"copy_and_hash / cp           {ratio('copy_and_hash', 'cp')}")
-    print(f"copy_and_hash / cp + fsync   {ratio('copy_and_hash', 'cp + fsync')}")
-    print(f"hash_file / sha256 alone     {ratio('hash_file (dual)', 'sha256 alone (hashlib)')}")
-    print(
-        "hash_file / (sha256 + blake3 passes) "
-        f"{statistics.median(rows['hash_file (dual)']) / two_pass:5.2f}x"
-    )
-    print(f"copy_and_hash / sha256 alone {ratio('copy_and_hash', 'sha256 alone (hashlib)')}")
-    print(f"sha256 alone / cp            {ratio('sha256 alone (hashlib)', 'cp')}")
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
+    for name, value in ratios.items():
+        print(f"{name:38} {value:5.2f}x")
+    load_after = os.getloadavg()[0]
+    print(f"\nload average after: {load_after:.2f}")
     bad = [name for name, ok in checks.items() if not ok]
     print("checks: " + ("all passed" if not bad else "FAILED: " + ", ".join(bad)))
-    return 1 if bad else 0
+    return {
+        "size_bytes": size,
+        "runs": runs,
+        "b3sum": have_b3sum,
+        "cases": figures,
+        "ratios": ratios,
+        "load_before": load_before,
+        "load_after": load_after,
+        "failed_checks": bad,
+    }
 
 
 if __name__ == "__main__":

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -38,12 +36,12 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.synth import VOCABULARY, make_library
+from benchmarks.timing import median_ms, mlib_script, write_json
 from reconciler import api
 from reconciler.index import DB_NAME, Query
 from reconciler.library import model_dirs
 from reconciler.metadata import METADATA_FILE
 
-RUNS = 5
 ONE_TAG = ("base",)
 TWO_TAGS = ("base", "fp16")
 #: One condition per tag, as SQL over the models table: through JSON1, and through the side table.
@@ -55,27 +53,8 @@ def tag_sql(condition: str, count: int) -> str:
     return f"SELECT id FROM models WHERE {' AND '.join([condition] * count)} ORDER BY id"
 
 
-def median_ms(fn: Callable[[], Any], runs: int = RUNS) -> tuple[float, Any]:
-    """Median wall time of ``runs`` calls in milliseconds, and the last result."""
-    times = []
-    result = None
-    for _ in range(runs):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000, result
-
-
 def fetch_all(conn: sqlite3.Connection, text: str, args: tuple[str, ...]) -> list[Any]:
     return conn.execute(text, args).fetchall()
-
-
-def mlib_script() -> str:
-    beside = Path(sys.executable).parent / "mlib"
-    found = str(beside) if beside.exists() else shutil.which("mlib")
-    if found is None:
-        raise SystemExit("index_bench: the 'mlib' console script is not installed")
-    return found
 
 
 INFO_FILE = ".index-bench.json"
@@ -107,7 +86,7 @@ def reuse(root: Path, n: int) -> tuple[dict[str, Any], str]:
     return info, "reused"
 
 
-def bench(root: Path, n: int, runs: int = 1, *, reused: bool = False) -> None:
+def bench(root: Path, n: int, runs: int = 1, *, reused: bool = False) -> dict[str, Any]:
     info, how = reuse(root, n) if reused else generate(root, n)
 
     timings = []
@@ -180,6 +159,17 @@ def bench(root: Path, n: int, runs: int = 1, *, reused: bool = False) -> None:
     widths = [max(len(h), len(v)) for h, v in zip(header, values, strict=True)]
     for line in (header, values):
         print("  " + "  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))
+    return {
+        "n": n,
+        "rebuild_runs_s": timings,
+        "rebuild_cold_s": cold,
+        "rebuild_warm_s": warm,
+        "query_ms": {"+".join(t): ms for t, ms in query_ms.items()},
+        "json_each_ms": {"+".join(t): ms for t, ms in json_each_ms.items()},
+        "model_tags_ms": {"+".join(t): ms for t, ms in side_ms.items()},
+        "help_ms": help_ms,
+        "db_mb": db_mb,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs", type=int, default=1, metavar="R", help="warm rebuilds to time (median shown)"
     )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("N must be at least 1")
@@ -204,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         if kept and not (args.keep / DB_NAME).exists() and not (args.keep / INFO_FILE).exists():
             parser.error(f"{args.keep} is neither empty nor a library kept by this benchmark")
         args.keep.mkdir(parents=True, exist_ok=True)
-        bench(args.keep, args.n, args.runs, reused=kept)
+        write_json(args.json, bench(args.keep, args.n, args.runs, reused=kept))
         return 0
     with tempfile.TemporaryDirectory(prefix="mlib-bench-") as tmp:
-        bench(Path(tmp), args.n, args.runs)
+        write_json(args.json, bench(Path(tmp), args.n, args.runs))
     return 0
 
 

@@ -1,42 +1,71 @@
-"""No-op ``mlib plan`` at scale: N models already applied, linked into one or three app targets.
+"""mlib at scale: N models already applied, linked into one or three app targets.
 
-    python benchmarks/plan_bench.py N [--apps 1|3] [--keep DIR]
+    python benchmarks/plan_bench.py N [--apps 1|3] [--runs R] [--keep DIR] [--json PATH]
 
 Builds (without going through apply, which would fsync N model folders) exactly the state that
-apply leaves: a manifest of N local-source models, N model folders with metadata.json,
-overrides.json and a 1-byte file, models.db with current rows and the link registry, and one
-relative symlink per model and app. Checks that the plan is empty, then prints the time of a
-warm no-op plan: computed in full (in process by phase, and as a whole ``mlib plan`` command with
-the plan cache removed first, as after any change), and replayed from the plan cache when nothing
-changed (``reconciler.cache``), as a whole command. "load manifest" is the
-manifest as ``make_plan`` loads it, remembered from the previous plan; "(manifest, full read)" is
-what it costs after the manifest was edited.
+apply leaves: a manifest of N local-source models with 5 tags each (of the 40 of
+``benchmarks.synth.VOCABULARY``), N model folders with metadata.json, overrides.json and a 1-byte
+file, models.db with current rows and the link registry, and one relative symlink per model and
+app. Checks that the plan is empty, then measures, warm (everything in the page cache):
+
+- index rebuild: ``reconciler.api.rebuild_index`` (one unmeasured run, then the median of R; the
+  rebuild carries the N x apps link rows over);
+- no-op plan: computed in full (in process by phase, and as a whole ``mlib plan`` command with the
+  plan cache removed first, as after any change), and replayed from the plan cache when nothing
+  changed (``reconciler.cache``), as a whole command. "load manifest" is the manifest as
+  ``make_plan`` loads it, remembered from the previous plan; "(manifest, full read)" is what it
+  costs after the manifest was edited;
+- ``mlib status``: replayed from the plan cache, and with the cache removed;
+- list by tag: ``reconciler.api.query`` for one tag and for two (in process, full rows), and the
+  whole ``mlib list --tag base`` command, with the manifest (``-m``: the manifest is read in full)
+  and with ``--root`` only.
+
+Every count is checked (the plan and status are empty, a tag query returns the models that carry
+the tag). The temporary folder is deleted afterwards unless ``--keep`` names one (a kept folder is
+reused by the next run).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import random
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.synth import VOCABULARY
+from benchmarks.timing import median_s, mlib_script, run_quiet, timed, write_json
 from reconciler import api, cache, observe, planner, stamps
-from reconciler.index import open_index
+from reconciler.index import Query, open_index
 from reconciler.library import gc_paused, read_entries
 from reconciler.metadata import dumps, metadata_to_dict, overrides_to_dict
 from reconciler.model import FileEntry, LocalSource, Metadata, ModelType, Overrides
 
 HEX = "ab" * 32
+TAGS_PER_MODEL = 5
+ONE_TAG = ("base",)
+TWO_TAGS = ("base", "fp16")
+
+
+def model_tags(n: int, seed: int = 0) -> list[tuple[str, ...]]:
+    """The tags of each of ``n`` models: 5 distinct ones of the vocabulary, drawn from ``seed``."""
+    rng = random.Random(seed)
+    return [tuple(rng.sample(VOCABULARY, TAGS_PER_MODEL)) for _ in range(n)]
 
 
 def build(root: Path, n: int, apps: int) -> Path:
     lib = root / "lib"
     names = [f"model {i:06d}" for i in range(n)]
+    tags = model_tags(n)
     lines = ["version: 1", "library: lib", "apps:"]
     for a in range(apps):
         lines.append(f'  app{a}: {{app: comfyui, version: "0.3.62", models_dir: app{a}}}')
@@ -44,7 +73,7 @@ def build(root: Path, n: int, apps: int) -> Path:
     for i, name in enumerate(names):
         lines.append(
             f"  - {{name: {name}, type: diffusion, family: f{i % 50}, kind: lora,"
-            f" source: {{path: src/{i}.safetensors}}}}"
+            f" tags: [{', '.join(tags[i])}], source: {{path: src/{i}.safetensors}}}}"
         )
     manifest = root / "mlib.yaml"
     manifest.write_text("\n".join(lines) + "\n")
@@ -66,6 +95,7 @@ def build(root: Path, n: int, apps: int) -> Path:
             files=(FileEntry(file, 1, HEX, HEX),),
             added_at="2026-01-01T00:00:00Z",
             updated_at="2026-01-01T00:00:00Z",
+            tags=tags[i],
         )
         (folder / "metadata.json").write_bytes(dumps(metadata_to_dict(meta)))
         (folder / "overrides.json").write_bytes(overrides)
@@ -137,50 +167,130 @@ def full_read(manifest: Path) -> float:
         return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("n", type=int)
-    parser.add_argument("--apps", type=int, default=1)
-    parser.add_argument("--keep", type=Path)
-    args = parser.parse_args()
-    root = args.keep or Path(tempfile.mkdtemp(prefix="mlib-plan-bench-"))
+def bench(root: Path, n: int, apps: int, runs: int = 3) -> dict[str, Any]:
+    """Build (or reuse) the state in ``root``, measure it, print and return the figures."""
     manifest = root / "mlib.yaml"
-    if not manifest.exists():
+    lib = root / "lib"
+    out: dict[str, Any] = {"n": n, "apps": apps, "links": n * apps, "runs": runs}
+    if manifest.exists():
+        out["build_s"] = None
+        print(f"reusing {n} models x {apps} app(s) in {root}")
+    else:
         root.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        build(root, args.n, args.apps)
-        print(f"built {args.n} models x {args.apps} app(s) in {time.perf_counter() - t0:.1f} s")
+        out["build_s"], _ = timed(partial(build, root, n, apps))
+        print(f"built {n} models x {apps} app(s) in {out['build_s']:.1f} s")
+    mlib = mlib_script()
+
+    # index rebuild (warm: the metadata was just written or read)
+    def rebuild() -> None:
+        report = api.rebuild_index(lib)
+        if report.indexed != n or report.skipped:
+            raise SystemExit(f"plan_bench: indexed {report.indexed} of {n}: {report.skipped[:3]}")
+
+    rebuild()
+    out["rebuild_s"], out["rebuild_runs_s"], _ = median_s(rebuild, runs)
+
     time.sleep(stamps.SETTLED_NS / 1e9)  # only a plan of settled files is kept
     check = api.make_plan(manifest)
     assert not check.plan.actions, [a.reason for a in check.plan.actions[:5]]
-    runs = [phases(manifest) for _ in range(3)]
-    links = args.n * args.apps
-    print(f"no-op plan, {args.n} models, {args.apps} app(s), {links} links (median of 3, warm)")
-    print("computed in full (as after any change), in process:")
-    for name in runs[0]:
-        print(f"  {name:<24} {statistics.median(r[name] for r in runs):7.3f} s")
-    edited = statistics.median(full_read(manifest) for _ in range(3))
-    print(f"  {'(manifest, full read)':<24} {edited:7.3f} s  (after an edit, not cached)")
-    mlib = Path(sys.executable).parent / "mlib"
     kept = list((check.manifest.library / ".mlib" / "cache").glob("plan-*.pickle"))
     assert kept, "the plan was not kept"
 
-    def command(forget: bool) -> float:
-        if forget:
-            for path in kept:
-                path.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        subprocess.run([mlib, "-m", str(manifest), "plan"], check=True, capture_output=True)
-        return time.perf_counter() - t0
+    def forget() -> None:
+        for path in kept:
+            path.unlink(missing_ok=True)
 
-    full = statistics.median(command(forget=True) for _ in range(3))
-    print(f"  {'mlib plan (process)':<24} {full:7.3f} s  (plan cache removed first)")
-    command(forget=False)  # keeps the plan again
-    replayed = statistics.median(command(forget=False) for _ in range(5))
-    print("nothing changed since the last plan (replayed from the plan cache):")
-    print(f"  {'mlib plan (process)':<24} {replayed:7.3f} s  (median of 5)")
-    print(json.dumps({"n": args.n, "apps": args.apps, "plan_s": replayed, "full_plan_s": full}))
+    def command(*args: str, ok: tuple[int, ...] = (0,), cwd_lib: bool = False) -> float:
+        # --root alone: run in the library, where no mlib.yaml is found to be read
+        argv = [mlib, "--root", str(lib), *args] if cwd_lib else [mlib, "-m", str(manifest), *args]
+        took, _ = timed(partial(run_quiet, argv, ok=ok, cwd=lib if cwd_lib else None))
+        return took
+
+    # no-op plan, computed in full
+    plans = [phases(manifest) for _ in range(runs)]
+    out["phases_s"] = {k: statistics.median(r[k] for r in plans) for k in plans[0]}
+    out["manifest_full_read_s"], _, _ = median_s(partial(full_read, manifest), runs)
+    full_plans = []
+    for _ in range(runs):
+        forget()
+        full_plans.append(command("plan"))
+    out["plan_full_s"] = statistics.median(full_plans)
+    # no-op plan, replayed (the plan is kept again by the first command)
+    command("plan")
+    out["plan_s"], out["plan_runs_s"], _ = median_s(partial(command, "plan"), max(runs, 5))
+
+    # status: replayed, then computed in full
+    out["status_s"], _, _ = median_s(partial(command, "status"), max(runs, 5))
+    full_status = []
+    for _ in range(runs):
+        forget()
+        full_status.append(command("status"))
+    out["status_full_s"] = statistics.median(full_status)
+
+    # list by tag
+    tags = model_tags(n)
+    expected = {t: sum(set(t) <= set(m) for m in tags) for t in (ONE_TAG, TWO_TAGS)}
+    query_s: dict[str, float] = {}
+    for t in (ONE_TAG, TWO_TAGS):
+        query_s["+".join(t)], _, rows = median_s(partial(api.query, lib, Query(tags=t)), 5)
+        if len(rows) != expected[t]:
+            raise SystemExit(f"plan_bench: query {t} gave {len(rows)}, not {expected[t]}")
+    out["query_s"] = query_s
+    out["tag_matches"] = {"+".join(t): c for t, c in expected.items()}
+    listed = run_quiet([mlib, "-m", str(manifest), "list", "--tag", ONE_TAG[0]]).stdout
+    if not listed.rstrip().endswith(f"{expected[ONE_TAG]} models"):
+        raise SystemExit(f"plan_bench: mlib list printed {listed[-200:]!r}")
+    out["list_s"], _, _ = median_s(partial(command, "list", "--tag", ONE_TAG[0]), runs)
+    out["list_root_s"], _, _ = median_s(
+        partial(command, "list", "--tag", ONE_TAG[0], cwd_lib=True), runs
+    )
+
+    report(out)
+    return out
+
+
+def report(out: dict[str, Any]) -> None:
+    n, apps, runs = out["n"], out["apps"], out["runs"]
+    print(f"{n} models, {apps} app(s), {out['links']} links; warm; median of {runs} unless said")
+    print(f"  {'index rebuild':<32} {out['rebuild_s']:7.3f} s")
+    print("  no-op plan computed in full (as after any change), in process:")
+    for name, value in out["phases_s"].items():
+        print(f"    {name:<30} {value:7.3f} s")
+    print(
+        f"    {'(manifest, full read)':<30} {out['manifest_full_read_s']:7.3f} s  (after an edit)"
+    )
+    print(f"  {'mlib plan, plan cache removed':<32} {out['plan_full_s']:7.3f} s")
+    print(f"  {'mlib plan, replayed':<32} {out['plan_s']:7.3f} s  (median of {max(runs, 5)})")
+    print(f"  {'mlib status, replayed':<32} {out['status_s']:7.3f} s  (median of {max(runs, 5)})")
+    print(f"  {'mlib status, plan cache removed':<32} {out['status_full_s']:7.3f} s")
+    for tags, value in out["query_s"].items():
+        label = f"api.query tag {tags} ({out['tag_matches'][tags]})"
+        print(f"  {label:<32} {value * 1000:7.1f} ms (median of 5)")
+    print(f"  {'mlib -m M list --tag base':<32} {out['list_s']:7.3f} s")
+    print(f"  {'mlib --root L list --tag base':<32} {out['list_root_s']:7.3f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="mlib at scale: rebuild, plan, status, list")
+    parser.add_argument("n", type=int)
+    parser.add_argument("--apps", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3, help="timed runs of each measurement")
+    parser.add_argument("--keep", type=Path, help="build in DIR and keep it (reused next time)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.apps < 1 or args.runs < 1:
+        parser.error("N, --apps and --runs must be at least 1")
+    if args.keep is not None:
+        write_json(args.json, bench(args.keep, args.n, args.apps, args.runs))
+        return 0
+    root = Path(tempfile.mkdtemp(prefix="mlib-plan-bench-"))
+    try:
+        write_json(args.json, bench(root, args.n, args.apps, args.runs))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    os.environ.pop("MLIB_MANIFEST", None)
+    sys.exit(main())
