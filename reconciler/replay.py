@@ -88,6 +88,10 @@ class PlanResult:
             from reconciler import api
 
             seen = api._make_plan(self.manifest_path, self.options, replay=False).seen
+        manifest, *rest = seen
+        # the manifest as a file, however its path was spelled (a plan saved with a relative
+        # -m is applied from the absolute path the saved plan records)
+        seen = (replace(manifest, path=Path(os.path.abspath(manifest.path))), *rest)
         return hashlib.sha256(repr(seen).encode("utf-8")).hexdigest()
 
 

@@ -170,6 +170,15 @@ def test_plan_apply_status_verify_cycle_on_the_example(tmp_path: Path) -> None:
     assert r.returncode == 1 and "the plan is stale" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_plan_saved_with_a_relative_manifest_path_is_not_stale(tmp_path: Path) -> None:
+    relative = os.path.relpath(_example(tmp_path), tmp_path)  # as a user types it
+    r = mlib("-m", relative, "plan", "-o", "saved.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = mlib("-m", relative, "apply", "-y", "saved.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1].startswith("Applied 12 of 12 actions; 0 failed")
+
+
 def test_plan_json_follows_its_schema(tmp_path: Path) -> None:
     import jsonschema
 
