@@ -88,6 +88,7 @@ class PlanResult:
             from reconciler import api
 
             seen = api._make_plan(self.manifest_path, self.options, replay=False).seen
+        assert seen is not None  # a plan made in full keeps what it saw
         manifest, *rest = seen
         # the manifest as a file, however its path was spelled (a plan saved with a relative
         # -m is applied from the absolute path the saved plan records)
