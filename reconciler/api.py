@@ -266,6 +266,7 @@ def _make_plan(
 def _full_plan(manifest_path: Path, options: PlanOptions, found: cache.ManifestInput) -> PlanResult:
     began = time.time_ns()
     manifest = cache.remembered_manifest(found)
+    check_real_nesting(manifest)
     translations = select_translations(manifest)
     root = manifest.library
     library = observe.observe_library(root)
@@ -311,6 +312,30 @@ def _full_plan(manifest_path: Path, options: PlanOptions, found: cache.ManifestI
     if not resolved.networked:  # what a server said may change without any stamp changing
         _remember(found, manifest, observed, result, options, began)
     return PlanResult(manifest_path, result, options, (manifest, translations, observed, options))
+
+
+def check_real_nesting(manifest: Manifest) -> None:
+    """Refuse an app's models_dir inside the library, or the library inside it, once symlinks
+    are followed (the manifest's own check compares the paths as written): links made there
+    would land in the library, or the app would see every model twice."""
+    library = os.path.realpath(manifest.library)
+    for app in manifest.apps:
+        models_dir = os.path.realpath(app.models_dir)
+        inside = models_dir == library or models_dir.startswith(library.rstrip(os.sep) + os.sep)
+        if inside or library.startswith(models_dir.rstrip(os.sep) + os.sep):
+            where = "is inside" if inside else "contains"
+            raise InvalidInputError(
+                [
+                    Problem(
+                        str(manifest.path),
+                        None,
+                        f"apps.{app.name}.models_dir",
+                        f"{app.models_dir} {where} the library {manifest.library} once "
+                        f"symlinks are followed (real paths {models_dir} and {library})",
+                        "keep the library and every app's models folder apart",
+                    )
+                ]
+            )
 
 
 def _probe_warnings(manifest: Manifest, sources: Mapping[str, SourceFacts]) -> tuple[str, ...]:
@@ -437,7 +462,14 @@ def apply(
                 + "\n  ".join(problems)
             )
     root = manifest.library
-    root.mkdir(parents=True, exist_ok=True)
+    check_real_nesting(manifest)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file, or a symlink to nowhere, where the library should be
+        raise ReconcilerError(
+            f"cannot create the library folder {root}: {exc.strerror} (move what is there away, "
+            "or point 'library:' elsewhere)"
+        ) from None
     with library_lock(root, lock_timeout):
         result = make_plan(manifest_path, prune=prune, offline=offline, locked=locked)
         if saved_data is not None:

@@ -211,6 +211,8 @@ def _read_model(model_id: str, folder: str, *, found: bool) -> Entry | Skipped |
         return Skipped(
             f"{model_id}/{METADATA_FILE}", f"invalid JSON at line {exc.lineno}: {exc.msg}"
         )
+    except (ValueError, RecursionError) as exc:  # nested too deeply, or a 4300-digit number
+        return Skipped(f"{model_id}/{METADATA_FILE}", f"invalid JSON: {_short(exc)}")
     try:
         meta = metadata_from_dict(data)
     except Malformed:
@@ -274,10 +276,16 @@ def _read_overrides(model_id: str, folder: str) -> Overrides | Skipped:
         return Skipped(shown, f"unreadable: {exc.strerror}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return Skipped(shown, f"invalid JSON: {exc}")
+    except (ValueError, RecursionError) as exc:  # nested too deeply, or a 4300-digit number
+        return Skipped(shown, f"invalid JSON: {_short(exc)}")
     try:
         return overrides_from_dict(data)
     except Malformed:
         return Skipped(shown, "schema error: " + _explain(shown, data, "overrides"))
+
+
+def _short(exc: BaseException) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
 
 
 def _explain(shown: str, data: object, schema: str) -> str:

@@ -20,7 +20,7 @@ import yaml
 from reconciler.document import Document, PathKey, Positions, field_path
 from reconciler.errors import InvalidInputError, Problem
 from reconciler.manifest import interpret
-from reconciler.metadata import metadata_from_dict, overrides_from_dict
+from reconciler.metadata import Malformed, metadata_from_dict, overrides_from_dict
 from reconciler.model import Manifest, Metadata, Overrides
 
 if TYPE_CHECKING:
@@ -74,6 +74,9 @@ def parse_yaml(text: str, file: str) -> Document:
     problems: list[Problem] = []
     try:
         root = loader.get_single_node()
+        trouble = _alias_trouble(root, text)
+        if trouble:
+            raise InvalidInputError([Problem(file, None, "", trouble, "write the values out")])
         data = None if root is None else _construct(loader, root, (), lines, problems, file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -115,12 +118,53 @@ def parse_yaml_fast(text: str, file: str) -> Document | None:
         root = loader.get_single_node()
         if root is None:
             return Document(file, None, Positions(), ())
+        if _alias_trouble(root, text):
+            return None
         data, lines = _fast_root(loader, root)
     except (_Slow, yaml.YAMLError):
         return None
     finally:
         loader.dispose()
     return Document(file, data, Positions(lines), ())
+
+
+#: Where an anchor (``&name``) may start; any other ``&`` (``?a=1&b=2`` in a URL) is text.
+_ANCHOR = re.compile(r"(?:^|[\s\[{,])&\S", re.MULTILINE).search
+
+
+def _alias_trouble(root: yaml.Node | None, text: str) -> str:
+    """Why the aliases of the document ``root`` cannot be expanded, or "": an alias inside the
+    node it names (the data would be infinite), or aliases expanding to far more nodes than the
+    text holds (a "billion laughs" document would take hours and all memory to read)."""
+    if root is None or not _ANCHOR(text):
+        return ""
+    limit = 100_000 + 4 * len(text)
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        if done:
+            on_path.discard(id(node))
+            sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        if id(node) in sizes:
+            continue
+        on_path.add(id(node))
+        stack.append((node, True))
+        for child in children:
+            if id(child) in on_path:
+                return "a YAML alias (*name) is used inside the value its anchor (&name) names"
+            if id(child) not in sizes:
+                stack.append((child, False))
+    if sizes[id(root)] > limit:
+        return f"YAML aliases (*name) expand this document to more than {limit} values"
+    return ""
 
 
 def _fast_root(loader: yaml.SafeLoader, root: yaml.Node) -> tuple[Any, dict[PathKey, int]]:
@@ -236,6 +280,14 @@ def parse_json(text: str, file: str) -> Document:
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             [Problem(file, exc.lineno, "", f"invalid JSON: {exc.msg}", "fix the JSON syntax")]
+        ) from None
+    except RecursionError:
+        raise InvalidInputError(
+            [Problem(file, None, "", "invalid JSON: nested too deeply", "fix the JSON")]
+        ) from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise InvalidInputError(
+            [Problem(file, None, "", f"invalid JSON: {exc}", "fix the JSON")]
         ) from None
     return Document(file, data, Positions())
 
@@ -547,7 +599,11 @@ def read_metadata(path: Path) -> Metadata:
     problems = schema_problems(doc, "metadata")
     if problems:
         raise InvalidInputError(problems)
-    return metadata_from_dict(doc.data)
+    try:
+        return metadata_from_dict(doc.data)
+    except Malformed as exc:  # the fast reader is stricter than the schema in a few corners
+        problem = Problem(doc.file, None, str(exc), "has the wrong form", "see the schema")
+        raise InvalidInputError([problem]) from None
 
 
 def read_overrides(path: Path) -> Overrides:
@@ -558,4 +614,8 @@ def read_overrides(path: Path) -> Overrides:
     problems = schema_problems(doc, "overrides")
     if problems:
         raise InvalidInputError(problems)
-    return overrides_from_dict(doc.data)
+    try:
+        return overrides_from_dict(doc.data)
+    except Malformed as exc:  # the fast reader is stricter than the schema in a few corners
+        problem = Problem(doc.file, None, str(exc), "has the wrong form", "see the schema")
+        raise InvalidInputError([problem]) from None

@@ -134,6 +134,8 @@ def read_lock(path: Path) -> dict[str, LockEntry]:
         raise LockFileError(
             f"{path}: nested too deeply to be a lock; run 'mlib lock' to write it again"
         ) from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise LockFileError(f"{path}: {exc}; run 'mlib lock' to write it again") from None
     return _entries(data, path)
 
 

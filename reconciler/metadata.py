@@ -94,6 +94,9 @@ _TOP_FIELDS = frozenset({
     "source", "files", "hashes", "size_bytes", "added_at", "updated_at",
 })  # fmt: skip
 _FILE_FIELDS = frozenset({"path", "size", "sha256", "blake3"})
+#: A file path that could leave its model folder: absolute, or with an empty, ``.`` or ``..``
+#: component, or a backslash or NUL (the same rule as the schema's ``file.path`` pattern).
+_UNSAFE_PATH = re.compile(r"(?:^|/)\.{0,2}(?:/|$)|[\\\x00]").search
 _HASH_FIELDS = frozenset({"sha256", "blake3"})
 _TYPES: dict[str, ModelType] = {t.value: t for t in ModelType}
 _MODES = frozenset(m.value for m in ImportMode)
@@ -158,6 +161,7 @@ def metadata_from_dict(data: Any) -> Metadata:
         if not (
             isinstance(path, str)
             and path
+            and not _UNSAFE_PATH(path)
             and ((type(size) is int and size >= 0) or _is_count(size))
             and isinstance(sha256, str)
             and isinstance(blake3, str)

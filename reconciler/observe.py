@@ -85,6 +85,8 @@ def _library_model(
             error = f"metadata.json is not valid JSON (line {exc.lineno}: {exc.msg})"
         except Malformed:
             error = "metadata.json does not match the metadata schema"
+        except (ValueError, RecursionError):  # nested too deeply, or a 4300-digit number
+            error = "metadata.json is not valid JSON (too deeply nested, or a huge number)"
         if meta is not None and meta.id != model_id:
             error = f"metadata.json says id '{meta.id}' but the folder is '{model_id}'"
     present: list[tuple[str, FileStat]] = []

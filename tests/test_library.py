@@ -309,7 +309,18 @@ def metadata_values(draw: st.DrawFn) -> Metadata:
                 st.lists(
                     st.builds(
                         FileEntry,
-                        path=st.text(min_size=1, max_size=8),
+                        # a path inside the model folder: no '', '.' or '..' component, no
+                        # leading '/', backslash or NUL (metadata that escapes it is refused)
+                        path=st.lists(
+                            st.text(
+                                st.characters(
+                                    exclude_categories=["Cs"], exclude_characters="/\\\0"
+                                ),
+                                min_size=1,
+                            ).filter(lambda part: part.rstrip("\n") not in ("", ".", "..")),
+                            min_size=1,
+                            max_size=3,
+                        ).map("/".join),
                         size=st.integers(0, 2**50),
                         sha256=HEX,
                         blake3=HEX,

@@ -459,7 +459,10 @@ class _Part:
         self.etag, self.total = etag, total
         data = {"url_sha256": self.url_key, "etag": etag, "size": total}  # never the headers
         tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.unlink(missing_ok=True)  # made anew with mlib's mode, never writable by others
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data))
         os.replace(tmp, self.sidecar)
 
     def truncate(self) -> None:
