@@ -255,14 +255,23 @@ class Executor:
                 os.replace(done, dest)  # no hard links here: a crash now costs a new download
             return hashes
 
-        detail = self._assemble(a, fetch)
-        for f in a.files:
-            key = _fetch_key(f)
-            for name in (key, key + ".json"):
-                (self.root / PARTIAL / name).unlink(missing_ok=True)
-        return detail
+        def release() -> None:
+            # Just before the rename into place: the staged folder holds the files (hard links),
+            # and after the rename no plan would ever clear partial/ of them (the model is
+            # complete). A kill in between costs a new download, never a leftover.
+            for f in a.files:
+                key = _fetch_key(f)
+                for name in (key, key + ".json"):
+                    (self.root / PARTIAL / name).unlink(missing_ok=True)
 
-    def _assemble(self, a: Action, bring: Callable[[ImportFile, Path], FileHashes]) -> str:
+        return self._assemble(a, fetch, release)
+
+    def _assemble(
+        self,
+        a: Action,
+        bring: Callable[[ImportFile, Path], FileHashes],
+        before_rename: Callable[[], None] | None = None,
+    ) -> str:
         """Build the model folder ``a.path`` in staging (each file brought by ``bring``, hashed,
         then metadata.json and overrides.json) and rename it into place: complete or absent."""
         data = json.loads(a.data)
@@ -305,6 +314,8 @@ class Executor:
         )
         fsops.atomic_write(staging / OVERRIDES_FILE, dumps(data["overrides"]))
         final.parent.mkdir(parents=True, exist_ok=True)
+        if before_rename is not None:
+            before_rename()
         os.rename(staging, final)  # the model appears complete, or not at all
         fsops.fsync_dir(final.parent)
         for rel, hashes in stats:

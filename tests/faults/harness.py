@@ -284,6 +284,7 @@ class World:
         self.known = {m.id: m for ms in catalogue(scale).values() for m in ms}
         self.local = {m.key: m for ms in catalogue(scale).values() for m in ms if m.local}
         self.foreign: dict[str, tuple[str, str]] = {}
+        self.stale_ids: set[str] = set()  #: renamed folders whose metadata.json has the old id
 
     def create(self) -> World:
         for m in self.local.values():
@@ -447,7 +448,14 @@ class World:
             return [f"{m.id}: partial model folder: {exc}"]
         problems: list[str] = []
         if meta.get("id") != m.id:
-            problems.append(f"{m.id}: metadata id is {meta.get('id')!r}")
+            renamed = {o.id for o in self.known.values() if o.key == m.key} - {m.id}
+            if meta.get("id") in renamed:
+                # Killed between the rename of the folder and the write of its metadata: the
+                # files are complete, the id is the old one; the next apply rewrites it (and
+                # until then 'mlib index rebuild' skips the model, saying why).
+                self.stale_ids.add(m.id)
+            else:
+                problems.append(f"{m.id}: metadata id is {meta.get('id')!r}")
         present = {
             p.relative_to(folder).as_posix()
             for p in folder.rglob("*")
@@ -632,12 +640,14 @@ class Kill:
     landed: str
     staging: list[str]
     dangling: list[str]
+    stale_ids: list[str]
     violations: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         what = "finished before the kill" if self.finished_first else self.landed
         extra = f"; staging {self.staging}" if self.staging else ""
         extra += f"; {len(self.dangling)} dangling link(s)" if self.dangling else ""
+        extra += f"; old id in metadata.json of {self.stale_ids}" if self.stale_ids else ""
         bad = f"\n    VIOLATIONS: {self.violations}" if self.violations else ""
         return f"#{self.n:02d} {self.transition} {self.how} {self.point}: {what}{extra}{bad}"
 
@@ -695,6 +705,7 @@ class Summary:
             for t, r in self.references.items()
         )
         dangling = sum(1 for k in self.kills if k.dangling)
+        stale = sum(1 for k in self.kills if k.stale_ids)
         timed = sum(1 for k in self.kills if k.how == "timed")
         return f"""## Fault injection: SIGKILL of `mlib apply`
 
@@ -724,6 +735,7 @@ manifest, `.mlib/staging` is empty, sources and foreign files unchanged.
 |---|---|
 | kills | {len(self.kills)}: {timed} timed, {len(self.kills) - timed} at a file-system call; {len(self.killed)} while apply worked |
 | kills that left a dangling link (a rename done, its relink not yet; the re-apply relinks it) | {dangling} |
+| kills between a rename and its metadata write (files complete, metadata.json still has the old id: `mlib index rebuild` skips the model until the next apply rewrites it) | {stale} |
 | violations | **{len(self.violations)}** |
 
 Where the kills landed: the first action of the unkilled run that the re-apply still had to do
@@ -849,13 +861,18 @@ def kill_once(
         note.unlink()
     staged = world.staging()
     app, dangling = world.app_problems_after_kill()
+    world.stale_ids.clear()
     after = world.library_problems() + app + world.source_problems() + world.foreign_problems()
+    stale_ids = sorted(world.stale_ids)
     violations += [f"after the kill: {p}" for p in after]
     r = run_mlib(world, *APPLY)
     if r.returncode != 0 or "Traceback" in r.stderr:
         violations.append(f"the re-apply exited {r.returncode}:\n{r.stdout}{r.stderr}")
     where = landed(ref, steps_of(world, r.stdout), staged)
+    world.stale_ids.clear()
     violations += [f"after the re-apply: {p}" for p in converged_problems(world)]
+    if world.stale_ids:
+        violations.append(f"after the re-apply: old id still in {sorted(world.stale_ids)}")
     how: Literal["timed", "fs-call"] = "fs-call" if at else "timed"
     return Kill(
         n,
@@ -866,6 +883,7 @@ def kill_once(
         where,
         staged,
         dangling,
+        stale_ids,
         [f"kill #{n} ({transition} {point}): {v}" for v in violations],
     )
 

@@ -1,0 +1,458 @@
+"""Faults, end to end through real ``mlib`` subprocesses (DESIGN.md §6):
+
+* SIGKILLs at random points: a CI subset of ``python -m tests.faults.run`` (same code, 8 kills);
+* a full disk (ENOSPC) during an import and during a download: one clear error, the library
+  unchanged, and the next apply with space converges (resuming the download);
+* two applies at once on one library: one waits, or fails at once with a clear message;
+* server faults in a real apply (cut, stall past the timeout, wrong bytes, 5xx, 429): retried
+  or failed cleanly, never installed wrong. (``tests/test_downloads.py`` tests the same faults
+  on the fetch function itself; here it is the whole apply, its exit code and what is left.)
+
+ENOSPC and the short timeouts are injected in the mlib process by a ``python -c`` wrapper around
+the real entry point (as in ``tests/test_crash.py``): a size-limited filesystem is not something
+every test machine lets a test mount.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from scenario import MiB, mlib, mlib_popen, sha256_file, write_yaml
+from servers import HOST, UrlServer
+
+from .harness import run
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 60
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_PROXY", HOST)
+    monkeypatch.setenv("no_proxy", HOST)
+
+
+# --- random kills: the CI subset of the runner --------------------------------------------------
+
+
+def test_random_kills_of_apply_all_converge(tmp_path: Path) -> None:
+    lines: list[str] = []
+    summary = run(tmp_path, kills=8, seed=7, chain=8, log=lines.append)
+    report = summary.text()
+    assert summary.violations == [], report
+    assert len(summary.kills) == 8
+    # The kills must have hit work, not only start-up, or they proved little.
+    worked = [k for k in summary.killed if not k.landed.startswith("start-up")]
+    assert len(worked) >= 3, report
+
+
+# --- helpers for the other tests ----------------------------------------------------------------
+
+
+def blob(size: int, seed: int) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(size)
+
+
+def project(folder: Path, models: list[dict[str, object]]) -> Path:
+    manifest = folder / "mlib.yaml"
+    (folder / "comfy").mkdir(parents=True, exist_ok=True)
+    write_yaml(
+        manifest,
+        {
+            "version": 1,
+            "library": "lib",
+            "apps": {"comfy": {"app": "comfyui", "version": "0.3.62", "models_dir": "comfy"}},
+            "models": models,
+        },
+    )
+    return manifest
+
+
+def local_model(name: str, path: str) -> dict[str, object]:
+    return {"name": name, "type": "diffusion", "family": "sdxl", "kind": "lora",
+            "source": {"path": path}}  # fmt: skip
+
+
+def url_model(name: str, url: str, sha256: str | None = None) -> dict[str, object]:
+    model: dict[str, object] = {"name": name, "type": "diffusion", "family": "sdxl",
+                                "kind": "vae", "source": {"url": url}}  # fmt: skip
+    if sha256:
+        model["sha256"] = sha256
+    return model
+
+
+def library_state(lib: Path) -> dict[str, str]:
+    """Every file below the library except mlib's own folder and the index: path -> sha256."""
+    out: dict[str, str] = {}
+    for path in sorted(lib.rglob("*")):
+        rel = path.relative_to(lib).as_posix()
+        if rel.startswith(".mlib") or rel.startswith("models.db") or not path.is_file():
+            continue
+        out[rel] = sha256_file(path)
+    return out
+
+
+def indexed(lib: Path) -> set[str]:
+    with sqlite3.connect(f"file:{lib / 'models.db'}?mode=ro", uri=True) as db:
+        return {row[0] for row in db.execute("SELECT id FROM models")}
+
+
+def model_folders(lib: Path) -> set[str]:
+    return {
+        p.relative_to(lib).as_posix()
+        for p in lib.glob("*/*/*")
+        if p.is_dir() and not p.relative_to(lib).as_posix().startswith(".mlib")
+    }
+
+
+def assert_converged(manifest: Path) -> None:
+    for cmd in (("plan", "--detailed-exitcode"), ("verify",), ("status",)):
+        r = mlib(manifest, *cmd)
+        assert r.returncode == 0, f"{cmd}: {r.stdout}{r.stderr}"
+        assert "Traceback" not in r.stderr
+
+
+#: The real CLI, with faults and quicker network settings injected (environment variables):
+#: MLIB_TEST_ENOSPC_AFTER=N: the bodies of copies and downloads fail with ENOSPC once N bytes
+#: were written (the write that crosses N writes what fits, then fails);
+#: MLIB_TEST_ENOSPC_METADATA=1: every metadata.json written fails with ENOSPC;
+#: MLIB_TEST_TIMEOUT: the HTTP socket timeout; MLIB_TEST_RETRY_BASE: the first retry's wait.
+WRAPPER = """
+import errno, functools, os
+from reconciler import fsops, hashing
+from reconciler.sources import http
+def full(path=None):
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+if os.environ.get("MLIB_TEST_ENOSPC_AFTER"):
+    left = [int(os.environ["MLIB_TEST_ENOSPC_AFTER"])]
+    streaming_write = hashing.StreamingWriter.write
+    def write(self, view):
+        if len(view) > left[0]:
+            if left[0]:
+                streaming_write(self, view[: left[0]])
+            left[0] = 0
+            raise full()
+        left[0] -= len(view)
+        streaming_write(self, view)
+    hashing.StreamingWriter.write = write
+if os.environ.get("MLIB_TEST_ENOSPC_METADATA"):
+    atomic_write = fsops.atomic_write
+    def atomic(path, data):
+        if os.path.basename(path) == "metadata.json":
+            raise full(str(path))
+        atomic_write(path, data)
+    fsops.atomic_write = atomic
+if os.environ.get("MLIB_TEST_TIMEOUT"):
+    timeout = float(os.environ["MLIB_TEST_TIMEOUT"])
+    http.client = lambda timeout=timeout: http.Client(timeout)
+if os.environ.get("MLIB_TEST_RETRY_BASE"):
+    http.Retry = functools.partial(http.Retry, base=float(os.environ["MLIB_TEST_RETRY_BASE"]))
+from reconciler.cli import main
+main(prog_name="mlib")
+"""
+
+
+def mlib_wrapped(manifest: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", WRAPPER, "-m", str(manifest), *args],
+        cwd=manifest.parent,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+@pytest.fixture
+def server() -> Iterator[UrlServer]:
+    with UrlServer() as srv:
+        yield srv
+
+
+# --- a full disk --------------------------------------------------------------------------------
+
+ENOSPC_CASES = [
+    # (what is brought in, ENOSPC after this many bytes of it, or 0: at its metadata.json)
+    pytest.param("import", 1 * MiB, id="import-mid-copy"),
+    pytest.param("import", 0, id="import-at-metadata"),
+    pytest.param("download", 1 * MiB + 123, id="download-mid-body"),
+    pytest.param("download", 0, id="download-at-metadata"),
+]
+
+
+@pytest.mark.parametrize(("what", "budget"), ENOSPC_CASES)
+def test_a_full_disk_is_one_clear_error_and_the_next_apply_converges(
+    tmp_path: Path, server: UrlServer, what: str, budget: int
+) -> None:
+    data = blob(4 * MiB, 1)  # the new model's file
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "old.safetensors").write_bytes(blob(300_000, 2))
+    (tmp_path / "src" / "new.safetensors").write_bytes(data)
+    url = server.add("/m/new.safetensors", data)
+    old = local_model("Old", "src/old.safetensors")
+    manifest = project(tmp_path, [old])
+    assert mlib(manifest, "apply", "-y").returncode == 0  # a library with a model already
+    lib = tmp_path / "lib"
+    before = library_state(lib)
+    new = local_model("New", "src/new.safetensors") if what == "import" else url_model("New", url)
+    manifest = project(tmp_path, [old, new])
+
+    fault = (
+        {"MLIB_TEST_ENOSPC_AFTER": str(budget)} if budget else {"MLIB_TEST_ENOSPC_METADATA": "1"}
+    )
+    r = mlib_wrapped(manifest, "apply", "-y", **fault)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "Traceback" not in out
+    failed = [line for line in out.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "No space left on device" in failed[0], out
+    # The library is as it was: no partial model folder, the index names exactly its models.
+    assert library_state(lib) == before
+    assert model_folders(lib) == indexed(lib) == {"diffusion/sdxl/old"}
+    assert (tmp_path / "src" / "new.safetensors").read_bytes() == data  # the source is intact
+    assert mlib(manifest, "verify").returncode == 0
+
+    partial = lib / ".mlib" / "staging" / "partial"
+    kept = sum(p.stat().st_size for p in partial.glob("*.part")) if partial.is_dir() else 0
+
+    # Space again: the next apply converges; a download resumes what it had.
+    gets = len([q for q in server.requests if q.method == "GET"])
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (lib / "diffusion/sdxl/new/new.safetensors").read_bytes() == data
+    assert_converged(manifest)
+    staging = lib / ".mlib" / "staging"
+    assert not staging.exists() or not [p for p in staging.rglob("*") if p.is_file()]
+    if what == "download":
+        again = [q for q in server.requests if q.method == "GET"][gets:]
+        if budget:  # resumed where the disk filled up, not from zero
+            assert 0 < kept <= budget
+            assert len(again) == 1 and again[0].headers.get("range") == f"bytes={kept}-"
+        else:  # the whole file was fetched and verified before the disk filled up: kept
+            assert again == []
+
+
+# --- kills at exact points the random ones found -------------------------------------------------
+
+#: The real CLI, SIGKILLed right after the ``os.rename`` whose destination ends with
+#: MLIB_TEST_KILL_AFTER_RENAME_TO.
+KILL_AFTER_RENAME = """
+import os, signal
+rename = os.rename
+def hooked(src, dst, *args, **kwargs):
+    rename(src, dst, *args, **kwargs)
+    if str(dst).endswith(os.environ["MLIB_TEST_KILL_AFTER_RENAME_TO"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.rename = hooked
+from reconciler.cli import main
+main(prog_name="mlib")
+"""
+
+
+def test_a_kill_right_after_a_download_is_renamed_into_place_leaves_no_partial_file(
+    tmp_path: Path, server: UrlServer
+) -> None:
+    """Found by the random kills (seed 7): the fetched file stayed in .mlib/staging/partial/
+    for ever (the model was complete, so no later plan cleared it): a full copy's worth of disk
+    once the model was pruned."""
+    data = blob(1 * MiB, 8)
+    url = server.add("/m/d.safetensors", data)
+    manifest = project(tmp_path, [url_model("D", url)])
+    r = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_RENAME, "-m", str(manifest), "apply", "-y"],
+        cwd=tmp_path,
+        env={**os.environ, "MLIB_TEST_KILL_AFTER_RENAME_TO": "/lib/diffusion/sdxl/d"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    assert (tmp_path / "lib/diffusion/sdxl/d/d.safetensors").read_bytes() == data
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_converged(manifest)
+    partial = tmp_path / "lib/.mlib/staging/partial"
+    assert not partial.is_dir() or list(partial.iterdir()) == []
+
+
+# --- two applies at once ------------------------------------------------------------------------
+
+
+def slow_project(tmp_path: Path, server: UrlServer) -> tuple[Path, bytes]:
+    """A URL model whose download lasts ~2 s, and a local model."""
+    data = blob(2 * MiB, 3)
+    url = server.add("/m/slow.safetensors", data)
+    server.slow(1 * MiB, times=1 << 20, path="/m/slow.safetensors")
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "src" / "a.safetensors").write_bytes(blob(100_000, 4))
+    return project(tmp_path, [local_model("A", "src/a.safetensors"), url_model("Slow", url)]), data
+
+
+def wait_for_lock_holder(lib: Path, proc: subprocess.Popen[str]) -> None:
+    lock = lib / ".mlib" / "lock"
+    deadline = time.monotonic() + TIMEOUT
+    while not (lock.exists() and lock.read_text().strip() == str(proc.pid)):
+        assert proc.poll() is None, "the first apply ended before it held the lock"
+        assert time.monotonic() < deadline, "the first apply never took the lock"
+        time.sleep(0.01)
+
+
+def test_a_second_apply_with_a_short_lock_timeout_fails_clearly(
+    tmp_path: Path, server: UrlServer
+) -> None:
+    manifest, data = slow_project(tmp_path, server)
+    first = mlib_popen(manifest, "apply", "-y")
+    try:
+        wait_for_lock_holder(tmp_path / "lib", first)
+        second = mlib(manifest, "apply", "-y", "--lock-timeout", "0.3")
+    finally:
+        out1, err1 = first.communicate(timeout=TIMEOUT)
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "Traceback" not in second.stderr
+    message = second.stderr.strip().splitlines()[-1]
+    assert "another mlib apply" in message and f"(pid {first.pid})" in message, message
+    assert "--lock-timeout" in message
+    assert first.returncode == 0, out1 + err1
+    assert (tmp_path / "lib/diffusion/sdxl/slow/slow.safetensors").read_bytes() == data
+    assert_converged(manifest)
+
+
+def test_two_applies_started_together_one_waits_and_both_succeed(
+    tmp_path: Path, server: UrlServer
+) -> None:
+    manifest, data = slow_project(tmp_path, server)
+    procs = [mlib_popen(manifest, "apply", "-y", "--lock-timeout", "50") for _ in range(2)]
+    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out + err
+        assert "Traceback" not in err
+    assert any("waiting for another mlib apply" in err for _, err in outs), outs
+    # Between them, each action was done once: the one that waited found nothing left to do
+    # (or only what the first had not done), and failed none.
+    assert (tmp_path / "lib/diffusion/sdxl/slow/slow.safetensors").read_bytes() == data
+    assert len([q for q in server.requests if q.method == "GET"]) == 1  # downloaded once
+    assert_converged(manifest)
+
+
+# --- server faults in a real apply --------------------------------------------------------------
+
+#: (fault set on the server, whether the apply installs the model, what its output says).
+#: Each fault is injected with times=N; the client gets a 1 s socket timeout and 0.05 s as
+#: first retry wait (the defaults, 30 s and 1 s, would only make the test slow).
+SERVER_FAULTS = [
+    pytest.param("cut_after", {"n_bytes": 300_000}, 1, True, "", id="cut-once-resumes"),
+    pytest.param("cut_after", {"n_bytes": 300_000}, 3, True, "", id="cut-thrice-resumes"),
+    pytest.param("cut_after", {"n_bytes": 0}, 50, False, "connection ended after 0 of", id="cut-always-fails"),
+    pytest.param("stall", {"seconds": 3.0}, 1, True, "", id="stall-past-timeout-retried"),
+    pytest.param("stall", {"seconds": 3.0}, 50, False, "connection failed (TimeoutError)", id="stall-always-fails"),
+    pytest.param("wrong_bytes", {}, 1, False, "wrong bytes (sha256 is", id="wrong-bytes-refused"),
+    pytest.param("status", {"code": 503}, 2, True, "", id="503-twice-retried"),
+    pytest.param("status", {"code": 500}, 50, False, "the server answered 500", id="500-always-fails"),
+    pytest.param("status", {"code": 429, "retry_after": 1}, 1, True, "", id="429-retry-after"),
+    pytest.param("status", {"code": 404}, 1, False, "not found (404)", id="404-fails-at-once"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fault", "kwargs", "times", "installed", "said"), SERVER_FAULTS)
+def test_server_faults_are_retried_or_fail_cleanly_never_installed_wrong(
+    tmp_path: Path,
+    server: UrlServer,
+    fault: str,
+    kwargs: dict[str, object],
+    times: int,
+    installed: bool,
+    said: str,
+) -> None:
+    data = blob(1 * MiB, 5)
+    url = server.add("/m/vae.safetensors", data)
+    # The sha256 to check the bytes against: pinned in the manifest (without a pin or a lock,
+    # the first download can only be checked for its size: tests/test_downloads.py).
+    manifest = project(tmp_path, [url_model("Vae", url, hashlib.sha256(data).hexdigest())])
+    getattr(server, fault)(times=times, **kwargs)
+    r = mlib_wrapped(manifest, "apply", "-y", MLIB_TEST_TIMEOUT="1", MLIB_TEST_RETRY_BASE="0.05")
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out
+    folder = tmp_path / "lib/diffusion/sdxl/vae"
+    if installed:
+        assert r.returncode == 0, out
+        assert (folder / "vae.safetensors").read_bytes() == data
+        assert_converged(manifest)
+        return
+    assert r.returncode == 1, out
+    assert said in out, out
+    # One failed step (a status the planner's HEAD got: one conflict, with its reason below).
+    failed = [
+        i for i, line in enumerate(out.splitlines()) if "FAILED" in line or "CONFLICT" in line
+    ]
+    assert len(failed) == 1 and said in "\n".join(out.splitlines()[failed[0] : failed[0] + 2]), out
+    assert not folder.exists()  # complete or absent: never the wrong bytes
+    # What is left in staging is only a resumable part of the right bytes, if anything.
+    partial = tmp_path / "lib/.mlib/staging/partial"
+    for part in partial.glob("*.part") if partial.is_dir() else []:
+        assert data.startswith(part.read_bytes())
+    server.clear_faults()
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (folder / "vae.safetensors").read_bytes() == data
+    assert_converged(manifest)
+
+
+def test_wrong_bytes_are_refused_against_the_sha256_an_earlier_apply_locked(
+    tmp_path: Path, server: UrlServer
+) -> None:
+    """No pin: the first apply records the file's sha256 in mlib.lock; when the model must be
+    fetched again (its folder was lost), a server sending other bytes is refused."""
+    data = blob(1 * MiB, 7)
+    url = server.add("/m/v.safetensors", data)
+    manifest = project(tmp_path, [url_model("V", url)])
+    assert mlib(manifest, "apply", "-y").returncode == 0
+    assert hashlib.sha256(data).hexdigest() in (tmp_path / "mlib.lock").read_text()
+    shutil.rmtree(tmp_path / "lib/diffusion/sdxl/v")  # lost (a disk error, a user's rm)
+    server.wrong_bytes()
+    r = mlib(manifest, "apply", "-y")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1 and "Traceback" not in out, out
+    assert "wrong bytes" in out, out
+    assert not (tmp_path / "lib/diffusion/sdxl/v").exists()
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "lib/diffusion/sdxl/v/v.safetensors").read_bytes() == data
+    assert_converged(manifest)
+
+
+def test_a_kill_while_the_server_stalls_leaves_nothing_installed(
+    tmp_path: Path, server: UrlServer
+) -> None:
+    data = blob(1 * MiB, 6)
+    url = server.add("/m/s.safetensors", data)
+    manifest = project(tmp_path, [url_model("S", url)])
+    server.stall(20.0)
+    proc = mlib_popen(manifest, "apply", "-y")
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not [q for q in server.requests if q.method == "GET"]:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.communicate(timeout=TIMEOUT)
+    assert not (tmp_path / "lib/diffusion/sdxl/s").exists()
+    server.clear_faults()
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_converged(manifest)
