@@ -587,6 +587,10 @@ def apply(
         mark = {"done": "ok", "failed": "FAILED", "skipped": "skipped"}[step.outcome.value]
         detail = f" ({step.detail})" if step.detail else ""
         click.echo(f"  {mark:<7} {a.kind.value:<15} {a.path or a.model}{detail}")
+    for c in result.plan.conflicts:  # what was left, and why: a bare count tells nothing
+        model = f"{c.model}: " if c.model else ""
+        click.echo(f"  CONFLICT {c.kind.value:<15} {c.path or c.model}")
+        click.echo(f"      {model}{c.message} ({c.fix})")
     done = sum(1 for s in result.report.steps if s.outcome.value == "done")
     failed = len(result.report.failed)
     conflicts = len(result.plan.conflicts)
