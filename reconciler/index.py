@@ -146,6 +146,7 @@ class Index:
         #: Why the file at ``path`` could not be opened, when ``open_index(rebuild=True)`` gave
         #: an empty in-memory index in its place; :meth:`rebuild` then replaces the file.
         self._corrupt: sqlite3.DatabaseError | None = None
+        self._told_full = False  # cache_hashes warned of a full disk once
 
     # -- models ----------------------------------------------------------------------------------
 
@@ -312,13 +313,24 @@ class Index:
     # -- stat cache ------------------------------------------------------------------------------
 
     def cache_hashes(self, path: Path, sha256: str, blake3: str) -> None:
-        """Remember the hashes of ``path`` as it is now (size, mtime_ns, inode)."""
+        """Remember the hashes of ``path`` as it is now (size, mtime_ns, inode). On a full disk
+        it remembers nothing (the hashes are computed again next time), so that ``verify`` can
+        still check a library whose disk filled up."""
         st = os.stat(path)
-        with self._transaction():
-            self.conn.execute(
-                "INSERT OR REPLACE INTO file_stats VALUES (?, ?, ?, ?, ?, ?)",
-                (str(path), st.st_size, st.st_mtime_ns, st.st_ino, sha256, blake3),
-            )
+        try:
+            with self._transaction():
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO file_stats VALUES (?, ?, ?, ?, ?, ?)",
+                    (str(path), st.st_size, st.st_mtime_ns, st.st_ino, sha256, blake3),
+                )
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_FULL":
+                raise
+            if self.conn.in_transaction:
+                self.conn.rollback()
+            if not self._told_full:
+                log.warning("%s: hashes not cached (%s)", self.path, exc)
+                self._told_full = True
 
     def cached_hashes(self, path: Path, st: os.stat_result) -> tuple[str, str] | None:
         """The hashes of ``path`` if it has not changed (same size, mtime_ns, inode) since."""
@@ -447,9 +459,7 @@ def open_index(root: Path, *, rebuild: bool = False) -> Iterator[Index]:
         conn = _connect(path)
     except sqlite3.DatabaseError as exc:
         if not (rebuild and _is_corrupt(exc)):
-            raise IndexDbError(
-                f"{path}: {exc} (it is derived data: delete it and run 'mlib index rebuild')"
-            ) from None
+            raise _db_error(path, exc) from None
         conn = _connect(Path(":memory:"))
         index = Index(conn, path)
         index._corrupt = exc
@@ -458,11 +468,19 @@ def open_index(root: Path, *, rebuild: bool = False) -> Iterator[Index]:
     try:
         yield index
     except sqlite3.DatabaseError as exc:
-        raise IndexDbError(
-            f"{path}: {exc} (it is derived data: delete it and run 'mlib index rebuild')"
-        ) from None
+        raise _db_error(path, exc) from None
     finally:
         index.conn.close()
+
+
+def _db_error(path: Path, exc: sqlite3.DatabaseError) -> IndexDbError:
+    """The error to show for ``exc``, with the fix that fits: a full disk is not a broken file
+    (deleting the index would not help, and rebuilding it would fail the same way)."""
+    if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+        return IndexDbError(f"{path}: {exc} (free some space, then apply again)")
+    return IndexDbError(
+        f"{path}: {exc} (it is derived data: delete it and run 'mlib index rebuild')"
+    )
 
 
 #: Times to reopen a file marked superseded before deciding its rebuild died (see _prepare).
