@@ -378,6 +378,7 @@ def _remember(
         lstat |= extra_lstat
         stat |= extra_stat
     stat |= {str(root / DB_NAME), str(root / (DB_NAME + "-wal")), str(root / observe.STAGING)}
+    stat.add(str(root / planner.PARTIAL))  # a download's files, cleared once no plan needs them
     stat.add(str(lockfile.lock_path(manifest)))
     stat.update(observed_config.path for observed_config in observed.configs.values())
     stat.add(str(root / planner.ADOPTING))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +38,7 @@ from reconciler.metadata import (
     metadata_from_dict,
     metadata_to_dict,
 )
-from reconciler.planner import PARTIAL, STAGING, TRASH
+from reconciler.planner import PARTIAL, STAGING, TRASH, fetch_key
 
 if TYPE_CHECKING:
     from reconciler.sources.http import Client
@@ -150,7 +149,7 @@ class Executor:
     def _clear_staging(self, a: Action) -> str:
         staging = (self.root / STAGING).resolve()
         path = Path(a.path)
-        if path.resolve().parent != staging:
+        if path.resolve().parent not in (staging, (self.root / PARTIAL).resolve()):
             raise ReconcilerError(f"{a.path} is not in {staging}; refusing to remove it")
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -523,9 +522,7 @@ def _with_section(text: str, name: str, section: dict[str, str] | None) -> str:
 
 
 def _fetch_key(f: ImportFile) -> str:
-    """The name of ``f``'s file in ``.mlib/staging/partial/``: its sha256 when known (the same
-    bytes are the same file, whatever the URL), else a digest of its URL."""
-    return f.sha256 or hashlib.sha256(f.source.encode("utf-8", "surrogatepass")).hexdigest()
+    return fetch_key(f)  # one definition: the planner keeps the files its downloads need
 
 
 def _fetched(done: Path, f: ImportFile) -> FileHashes | None:

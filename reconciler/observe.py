@@ -6,6 +6,7 @@ hashes come from metadata, from the stat cache in models.db, or are computed at 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat as stat_mod
@@ -32,7 +33,8 @@ from reconciler.metadata import (
 from reconciler.model import Metadata
 
 STAGING = ".mlib/staging"
-#: Downloads in progress (``.mlib/staging/partial``): resumed by the next apply, never cleared.
+#: Downloads in progress (``.mlib/staging/partial``): resumed by the next apply, cleared by the
+#: first plan that no longer needs them.
 PARTIAL_NAME = "partial"
 TRASH = ".mlib/trash"
 
@@ -365,12 +367,16 @@ def observe_config(path: Path) -> ConfigFacts:
 
 
 def staging_leftovers(root: Path) -> list[str]:
-    """Folders left in ``.mlib/staging`` by an interrupted apply (mlib's own, safe to clear)."""
+    """Folders left in ``.mlib/staging`` by an interrupted apply (mlib's own, safe to clear),
+    and the files in ``.mlib/staging/partial`` (the planner keeps those its downloads resume)."""
     staging = root / STAGING
     try:
-        return sorted(str(p) for p in staging.iterdir() if p.name != PARTIAL_NAME)
+        found = [str(p) for p in staging.iterdir() if p.name != PARTIAL_NAME]
     except OSError:
         return []
+    with contextlib.suppress(OSError):
+        found += [str(p) for p in (staging / PARTIAL_NAME).iterdir()]
+    return sorted(found)
 
 
 # --- probes: the paths whose stat fixes what was observed (see reconciler.stamps) --------------

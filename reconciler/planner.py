@@ -7,6 +7,7 @@ same plan, which is what lets ``mlib apply PLANFILE`` refuse a plan whose world 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -510,10 +511,15 @@ def plan(
         _plan_app(app, translations.get(app.name), observed, desired, b)
         if app.link is LinkMode.CONFIG:
             _plan_config(app, str(manifest.library), desired, observed.configs.get(app.name), b)
+    partial = [p for p in observed.staging if _in_partial(p)]
     for leftover in observed.staging:
-        b.act(
-            ActionKind.CLEAR_STAGING, "", "left by an interrupted apply (mlib's own)", path=leftover
-        )
+        if leftover not in partial:
+            b.act(
+                ActionKind.CLEAR_STAGING,
+                "",
+                "left by an interrupted apply (mlib's own)",
+                path=leftover,
+            )
     overrides_texts: dict[tuple[AppOverride, ...], str] = {}
     for m in desired.models:
         _plan_model(m, root, observed, b, overrides_texts)
@@ -521,6 +527,7 @@ def plan(
         _plan_finish_move(m, observed, b)
     _plan_links(desired, observed, b)
     _plan_unwanted(desired, observed, root, prune, b)
+    _plan_partial(partial, b)
     actions = sorted(enumerate(b.actions), key=lambda ia: (ORDER[ia[1].kind], ia[0]))
     return Plan(
         actions=tuple(a for _, a in actions),
@@ -955,6 +962,35 @@ def _inside(path: str | None, observed: Observed, desired: Desired) -> bool:
         for m in observed.library.values()
     }
     return any((path + os.sep).startswith(r + os.sep) for r in roots if r)
+
+
+def _in_partial(path: str) -> bool:
+    parent = os.path.dirname(path)
+    return os.path.basename(parent) == "partial" and os.path.dirname(parent).endswith(STAGING)
+
+
+def fetch_key(f: ImportFile) -> str:
+    """The name of ``f``'s file in ``.mlib/staging/partial/``: its sha256 when known (the same
+    bytes are the same file, whatever the URL), else a digest of its URL."""
+    return f.sha256 or hashlib.sha256(f.source.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _plan_partial(partial: Sequence[str], b: _Builder) -> None:
+    """Clear the files in ``.mlib/staging/partial/`` that no download of this plan resumes
+    (its model left the manifest, or its URL or bytes changed): else they would stay for ever,
+    each up to a whole model's size. All are kept while a source cannot be resolved: its
+    download may well need them, and a flaky server must not cost a whole download."""
+    if not partial or any(c.kind is ConflictKind.SOURCE for c in b.conflicts):
+        return
+    needed = {fetch_key(f) for a in b.actions if a.kind is ActionKind.DOWNLOAD for f in a.files}
+    for path in partial:
+        if os.path.basename(path).split(".", 1)[0] not in needed:
+            b.act(
+                ActionKind.CLEAR_STAGING,
+                "",
+                "a download that no model of the manifest needs any more (mlib's own)",
+                path=path,
+            )
 
 
 def _plan_unwanted(

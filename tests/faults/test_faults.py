@@ -31,7 +31,6 @@ import pytest
 from scenario import (
     MLIB,
     MiB,
-    StillBroken,
     mlib,
     mlib_popen,
     read_yaml,
@@ -398,14 +397,11 @@ def test_a_kill_right_after_a_download_is_renamed_into_place_leaves_no_partial_f
     assert not partial.is_dir() or list(partial.iterdir()) == []
 
 
-@pytest.mark.xfail(raises=StillBroken, strict=True, reason="a part no plan needs is never cleared")
 def test_the_part_of_a_download_no_longer_wanted_is_cleared(
     tmp_path: Path, server: UrlServer
 ) -> None:
     """A download interrupted (here by a full disk), then the model leaves the manifest: its
-    part stays in .mlib/staging/partial/ for ever, and plan and status say all is in sync.
-    (Clearing parts no download of the plan needs belongs in the planner; it must keep them
-    while a source cannot be resolved, or a flaky server would cost a whole download.)"""
+    part stayed in .mlib/staging/partial/ for ever, and plan and status said all was in sync."""
     data = blob(4 * MiB, 9)
     url = server.add("/m/gone.safetensors", data)
     manifest = project(tmp_path, [url_model("Gone", url)])
@@ -414,11 +410,37 @@ def test_the_part_of_a_download_no_longer_wanted_is_cleared(
     partial = tmp_path / "lib/.mlib/staging/partial"
     assert list(partial.glob("*.part"))
     manifest = project(tmp_path, [])
+    r = mlib(manifest, "plan", "--detailed-exitcode")
+    assert r.returncode == 2 and "no model of the manifest needs" in r.stdout, r.stdout
     r = mlib(manifest, "apply", "-y", "--prune")
     assert r.returncode == 0, r.stdout + r.stderr
-    left = sorted(p.name for p in partial.iterdir()) if partial.is_dir() else []
-    if left:
-        raise StillBroken(f"left in .mlib/staging/partial: {left}")
+    assert list(partial.iterdir()) == []
+    assert_converged(manifest)
+
+
+def test_a_part_is_kept_while_its_server_cannot_be_asked(tmp_path: Path, server: UrlServer) -> None:
+    """The other side of the clearing: a server failing while the plan is made (here 500 on
+    every request) must not cost the part of a download it will resume."""
+    data = blob(4 * MiB, 12)
+    url = server.add("/m/kept.safetensors", data)
+    manifest = project(tmp_path, [url_model("Kept", url)])
+    r = mlib_wrapped(manifest, "apply", "-y", MLIB_TEST_ENOSPC_AFTER=str(1 * MiB))
+    assert r.returncode == 1, r.stdout + r.stderr
+    partial = tmp_path / "lib/.mlib/staging/partial"
+    (part,) = partial.glob("*.part")
+    kept = part.stat().st_size
+    server.status(500, times=1000)
+    r = mlib_wrapped(manifest, "apply", "-y", MLIB_TEST_RETRY_BASE="0.01")
+    assert r.returncode == 1 and "CONFLICT" in r.stdout, r.stdout + r.stderr
+    assert part.stat().st_size == kept  # kept, untouched
+    server.clear_faults()
+    server.clear_requests()
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    gets = [q for q in server.requests if q.method == "GET"]
+    assert [q.headers.get("range") for q in gets] == [f"bytes={kept}-"]  # resumed
+    assert (tmp_path / "lib/diffusion/sdxl/kept/kept.safetensors").read_bytes() == data
+    assert_converged(manifest)
 
 
 # --- two applies at once ------------------------------------------------------------------------
