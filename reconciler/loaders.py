@@ -89,6 +89,10 @@ def parse_yaml(text: str, file: str) -> Document:
         raise InvalidInputError(
             [Problem(file, None, "", f"YAML error: {exc}", "fix the YAML syntax")]
         ) from None
+    except ValueError as exc:  # a value YAML cannot convert: an integer of 4300+ digits
+        raise InvalidInputError(
+            [Problem(file, None, "", f"YAML error: {exc}", "fix the value")]
+        ) from None
     finally:
         loader.dispose()
     return Document(file, data, Positions(lines), tuple(problems))
@@ -121,7 +125,7 @@ def parse_yaml_fast(text: str, file: str) -> Document | None:
         if _alias_trouble(root, text):
             return None
         data, lines = _fast_root(loader, root)
-    except (_Slow, yaml.YAMLError):
+    except (_Slow, yaml.YAMLError, ValueError, RecursionError):
         return None
     finally:
         loader.dispose()
@@ -237,13 +241,20 @@ def _construct(
             Problem(file, lines[key], field_path(key), f"unsupported YAML tag {node.tag}", "remove")
         )  # and read on as a plain mapping or list, so it is the only problem reported
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
+        own = {id(k) for k, _ in node.value}
+        loader.flatten_mapping(node)  # resolves YAML merge keys (<<): merged pairs come first
         out: dict[str, Any] = {}
+        merged: set[str] = set()  # keys whose value came from a merge: the mapping's own win
         for key_node, value_node in node.value:
             name = loader.construct_object(key_node, deep=True)
             if not isinstance(name, str):
                 name = str(name)
             child = (*key, name)
+            if id(key_node) not in own:
+                merged.add(name)
+            elif name in merged:
+                merged.discard(name)
+                del out[name]
             if name in out:
                 first = lines.get(child)
                 problems.append(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,6 +27,9 @@ from reconciler.model import HfSource
 from reconciler.naming import check_relpath, clean_filename
 
 log = logging.getLogger(__name__)
+
+_COMMIT = re.compile(r"[0-9a-f]{40}").fullmatch
+_SHA256 = re.compile(r"[0-9a-f]{64}").fullmatch
 
 #: Files of a repo that are never model files, skipped unless a pattern names them.
 SKIPPED = frozenset({".gitattributes"})
@@ -48,13 +52,29 @@ def resolve(
     with _errors(source):
         info = api.model_info(source.repo, revision=source.revision)
         commit = info.sha
-        if not commit:
-            raise SourceError(f"{describe(source)}: the Hub did not say which commit this is")
+        if not isinstance(commit, str) or not _COMMIT(commit):
+            raise SourceError(
+                f"{describe(source)}: the Hub did not say which commit this is ({commit!r})",
+                "try again later",
+            )
         tree = [
             entry
             for entry in api.list_repo_tree(source.repo, revision=commit, recursive=True)
             if isinstance(entry, RepoFile)
         ]
+    for entry in tree:  # what the code below relies on; a damaged reply is no traceback
+        lfs_sha = entry.lfs.sha256 if entry.lfs is not None else None
+        if not (
+            isinstance(entry.path, str)
+            and type(entry.size) is int
+            and entry.size >= 0
+            and (lfs_sha is None or (isinstance(lfs_sha, str) and _SHA256(lfs_sha)))
+        ):
+            raise SourceError(
+                f"{describe(source)}: the Hub listed a malformed file entry "
+                f"(path {entry.path!r}, size {entry.size!r}, sha256 {lfs_sha!r})",
+                "try again later",
+            )
     chosen = sorted((e for e in tree if _selected(e.path, source)), key=lambda e: e.path)
     if not chosen:
         patterns = ", ".join(source.files) or "(all files)"

@@ -99,5 +99,8 @@ def _disposition_filename(value: str) -> str:
         return ""
     message = Message()
     message["Content-Disposition"] = value
-    name = message.get_filename()
+    try:
+        name = message.get_filename()
+    except (ValueError, LookupError):  # a charset the server made up (a NUL in it, say)
+        return ""
     return name or ""
