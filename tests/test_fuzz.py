@@ -197,6 +197,15 @@ def utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts() -> Iterator[None]:
+    """For tests/fuzz_run.py: the examples run per target, written where MLIB_FUZZ_COUNTS says."""
+    yield
+    where = os.environ.get("MLIB_FUZZ_COUNTS")
+    if where:
+        Path(where).write_text(json.dumps(dict(COUNTS)), encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
