@@ -328,6 +328,13 @@ def test_prune_never_follows_symlinks_out_of_the_library(tmp_path: Path) -> None
     os.symlink(outside / "secret.txt", model / "to-file.txt")
     os.symlink(outside / "folder", model / "to-folder")
     os.symlink(outside, model.parent / "linked-model")  # a whole "model folder" that is a link
+    # a family folder that is a link to a folder outside holding what looks like a model
+    (outside / "fam" / "x").mkdir(parents=True)
+    meta = json.loads((model / "metadata.json").read_text())
+    meta["id"] = "diffusion/other/x"
+    (outside / "fam" / "x" / "metadata.json").write_text(json.dumps(meta))
+    (outside / "fam" / "x" / "l.safetensors").write_bytes((model / "l.safetensors").read_bytes())
+    os.symlink(outside / "fam", model.parent.parent / "other")
     before = snapshot(outside)
     data = yaml.safe_load(manifest.read_text())
     data["models"] = []
@@ -347,8 +354,13 @@ def test_staging_leftovers_that_are_symlinks_are_not_followed(tmp_path: Path) ->
     outside = tmp_path / "outside"
     staging = manifest.parent / "lib" / ".mlib" / "staging"
     staging.mkdir(parents=True, exist_ok=True)
-    os.symlink(outside / "folder", staging / "diffusion__sdxl__m")
+    os.symlink(outside / "folder", staging / "diffusion__sdxl__m")  # where M is staged
     os.symlink(outside / "secret.txt", staging / "left.part")
+    source = tmp_path / "m.safetensors"
+    source.write_bytes(safetensors(seed=5))
+    data = yaml.safe_load(manifest.read_text())
+    data["models"].append({**LORA, "name": "M", "source": {"path": str(source)}})
+    write_yaml(manifest, data)
     before = snapshot(outside)
     run_checked(manifest, "apply", "-y")
     run_checked(manifest, "apply", "-y", "--prune")
