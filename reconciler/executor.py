@@ -351,12 +351,19 @@ class Executor:
     def _write_metadata(self, a: Action) -> str:
         data = json.loads(a.data)
         data["updated_at"] = self.clock()
-        fsops.atomic_write(Path(a.path), dumps(data))
+        fsops.atomic_write(Path(a.path), dumps(data), tmp_dir=self._staging())
         return "written"
 
     def _write_overrides(self, a: Action) -> str:
-        fsops.atomic_write(Path(a.path), a.data.encode("utf-8"))
+        fsops.atomic_write(Path(a.path), a.data.encode("utf-8"), tmp_dir=self._staging())
         return "written"
+
+    def _staging(self) -> Path:
+        """``.mlib/staging``, made if need be: where a write into a model folder makes its
+        temporary file, so that a kill leaves it where the next plan clears it."""
+        staging = self.root / STAGING
+        staging.mkdir(parents=True, exist_ok=True)
+        return staging
 
     def _write_config(self, a: Action) -> str:
         """Set (or remove) mlib's section of a ComfyUI extra_model_paths.yaml as text: the lines
@@ -378,7 +385,7 @@ class Executor:
         if not isinstance(read, dict) or read.get(name) != section:
             raise ReconcilerError(f"{a.path} would not read back as written; left as it is")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fsops.atomic_write(path, new.encode("utf-8"))
+        fsops.atomic_write(path, new.encode("utf-8"), tmp_dir=self._staging())
         return "section removed" if section is None else "section written"
 
     def _set_aside(self, a: Action) -> str:

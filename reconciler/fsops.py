@@ -40,9 +40,17 @@ log = logging.getLogger(__name__)
 FILE_MODE = 0o644
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old or the new content."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def atomic_write(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old or the new content.
+
+    The temporary file is made in ``tmp_dir`` when given and on the same filesystem as ``path``
+    (the library's staging folder: a crash leaves it there, where the next apply clears it,
+    not beside ``path`` for ever), else beside ``path``.
+    """
+    folder = path.parent
+    if tmp_dir is not None and tmp_dir.is_dir() and same_filesystem(tmp_dir, folder):
+        folder = tmp_dir
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -443,6 +443,57 @@ def test_a_part_is_kept_while_its_server_cannot_be_asked(tmp_path: Path, server:
     assert_converged(manifest)
 
 
+#: The real CLI, SIGKILLed right before the ``os.replace`` whose destination ends with
+#: MLIB_TEST_KILL_BEFORE_REPLACE_OF (the temporary file is written and fsynced by then).
+KILL_BEFORE_REPLACE = """
+import os, signal
+replace = os.replace
+def hooked(src, dst, *args, **kwargs):
+    if str(dst).endswith(os.environ["MLIB_TEST_KILL_BEFORE_REPLACE_OF"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return replace(src, dst, *args, **kwargs)
+os.replace = hooked
+from reconciler.cli import main
+main(prog_name="mlib")
+"""
+
+
+@pytest.mark.parametrize("written", ["overrides.json", "metadata.json"])
+def test_a_kill_in_the_middle_of_rewriting_a_models_json_leaves_no_stray_file_in_it(
+    tmp_path: Path, written: str
+) -> None:
+    """Found by the random kills (seed 3): a kill between the write of the temporary file and
+    its rename left '.overrides.json.<random>.tmp' in the model folder for ever (no plan saw it,
+    verify neither, and an app shown the folder lists it)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.safetensors").write_bytes(blob(100_000, 13))
+    model = local_model("A", "src/a.safetensors")
+    manifest = project(tmp_path, [model])
+    assert mlib(manifest, "apply", "-y").returncode == 0
+    # A change that rewrites the file: an app override (overrides.json), tags (metadata.json).
+    change = {"apps": {"comfy": False}} if written == "overrides.json" else {"tags": ["new"]}
+    manifest = project(tmp_path, [{**model, **change}])
+    r = subprocess.run(
+        [sys.executable, "-c", KILL_BEFORE_REPLACE, "-m", str(manifest), "apply", "-y"],
+        cwd=tmp_path,
+        env={**os.environ, "MLIB_TEST_KILL_BEFORE_REPLACE_OF": f"/sdxl/a/{written}"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stdout + r.stderr
+    folder = tmp_path / "lib/diffusion/sdxl/a"
+    expected = ["a.safetensors", "metadata.json", "overrides.json"]
+    assert sorted(p.name for p in folder.iterdir()) == expected
+    r = mlib(manifest, "apply", "-y")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert_converged(manifest)
+    assert sorted(p.name for p in folder.iterdir()) == expected
+    staging = tmp_path / "lib/.mlib/staging"
+    assert not staging.exists() or list(staging.iterdir()) == []
+
+
 # --- two applies at once ------------------------------------------------------------------------
 
 
