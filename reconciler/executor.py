@@ -358,10 +358,13 @@ class Executor:
         fsops.atomic_write(Path(a.path), a.data.encode("utf-8"), tmp_dir=self._staging())
         return "written"
 
-    def _staging(self) -> Path:
+    def _staging(self) -> Path | None:
         """``.mlib/staging``, made if need be: where a write into a model folder makes its
-        temporary file, so that a kill leaves it where the next plan clears it."""
+        temporary file, so that a kill leaves it where the next plan clears it (None, for
+        beside the file, when it is a symlink: never followed out of the library)."""
         staging = self.root / STAGING
+        if staging.is_symlink():
+            return None
         staging.mkdir(parents=True, exist_ok=True)
         return staging
 
