@@ -24,7 +24,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -497,57 +497,98 @@ def test_a_kill_in_the_middle_of_rewriting_a_models_json_leaves_no_stray_file_in
 # --- two applies at once ------------------------------------------------------------------------
 
 
-def slow_project(tmp_path: Path, server: UrlServer) -> tuple[Path, bytes]:
-    """A URL model whose download lasts ~2 s, and a local model."""
+#: The real CLI, whose apply, once it holds the library lock and has its plan, waits for the
+#: file MLIB_TEST_GO to appear before it does anything (so that another apply meets the lock
+#: for sure, however loaded the machine).
+HOLD = """
+import os, time
+from reconciler import executor
+run = executor.Executor.run
+def held(self, plan):
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.environ["MLIB_TEST_GO"]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return run(self, plan)
+executor.Executor.run = held
+from reconciler.cli import main
+main(prog_name="mlib")
+"""
+
+
+def two_models(tmp_path: Path, server: UrlServer) -> tuple[Path, bytes]:
+    """A URL model and a local one."""
     data = blob(2 * MiB, 3)
     url = server.add("/m/slow.safetensors", data)
-    server.slow(1 * MiB, times=1 << 20, path="/m/slow.safetensors")
     (tmp_path / "src").mkdir(exist_ok=True)
     (tmp_path / "src" / "a.safetensors").write_bytes(blob(100_000, 4))
     return project(tmp_path, [local_model("A", "src/a.safetensors"), url_model("Slow", url)]), data
 
 
-def wait_for_lock_holder(lib: Path, proc: subprocess.Popen[str]) -> None:
-    lock = lib / ".mlib" / "lock"
+def start_held(manifest: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    """``mlib apply -y ARGS`` held by HOLD; its stderr goes to a file (read while it runs)."""
+    err = manifest.parent / f"stderr-{len(list(manifest.parent.glob('stderr-*')))}.txt"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD, "-m", str(manifest), "apply", "-y", *args],
+            cwd=manifest.parent,
+            env={**os.environ, "MLIB_TEST_GO": str(manifest.parent / "go")},
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            text=True,
+        )
+    return proc, err
+
+
+def wait_until(what: str, done: Callable[[], bool]) -> None:
     deadline = time.monotonic() + TIMEOUT
-    while not (lock.exists() and lock.read_text().strip() == str(proc.pid)):
-        assert proc.poll() is None, "the first apply ended before it held the lock"
-        assert time.monotonic() < deadline, "the first apply never took the lock"
+    while not done():
+        assert time.monotonic() < deadline, f"never: {what}"
         time.sleep(0.01)
 
 
-def test_a_second_apply_with_a_short_lock_timeout_fails_clearly(
-    tmp_path: Path, server: UrlServer
+@pytest.mark.parametrize("second_timeout", [None, "0.3"])
+def test_two_applies_at_once_one_waits_or_fails_clearly_and_the_end_is_right(
+    tmp_path: Path, server: UrlServer, second_timeout: str | None
 ) -> None:
-    manifest, data = slow_project(tmp_path, server)
-    first = mlib_popen(manifest, "apply", "-y")
+    """Two real applies started together on one library: the one that does not get the lock
+    waits (and then finds the work done), or, with a short --lock-timeout, fails at once saying
+    who holds the lock and what to do; either way the library ends right."""
+    manifest, data = two_models(tmp_path, server)
+    lock = tmp_path / "lib" / ".mlib" / "lock"
+    args = ("--lock-timeout", second_timeout) if second_timeout else ("--lock-timeout", "50")
+    procs = [start_held(manifest, *args), start_held(manifest, *args)]
     try:
-        wait_for_lock_holder(tmp_path / "lib", first)
-        second = mlib(manifest, "apply", "-y", "--lock-timeout", "0.3")
+        pids = {str(p.pid): (p, err) for p, err in procs}
+        wait_until(
+            "one apply holds the lock", lambda: lock.exists() and lock.read_text().strip() in pids
+        )
+        holder, holder_err = pids[lock.read_text().strip()]
+        ((other, other_err),) = [(p, e) for p, e in procs if p is not holder]
+        if second_timeout:
+            wait_until("the other apply gives up", lambda: other.poll() is not None)
+        else:
+            wait_until(
+                "the other apply waits", lambda: "waiting for another" in other_err.read_text()
+            )
+        (tmp_path / "go").touch()
+        outs = {p: p.communicate(timeout=TIMEOUT)[0] for p, _ in procs}
     finally:
-        out1, err1 = first.communicate(timeout=TIMEOUT)
-    assert second.returncode == 1, second.stdout + second.stderr
-    assert "Traceback" not in second.stderr
-    message = second.stderr.strip().splitlines()[-1]
-    assert "another mlib apply" in message and f"(pid {first.pid})" in message, message
-    assert "--lock-timeout" in message
-    assert first.returncode == 0, out1 + err1
-    assert (tmp_path / "lib/diffusion/sdxl/slow/slow.safetensors").read_bytes() == data
-    assert_converged(manifest)
-
-
-def test_two_applies_started_together_one_waits_and_both_succeed(
-    tmp_path: Path, server: UrlServer
-) -> None:
-    manifest, data = slow_project(tmp_path, server)
-    procs = [mlib_popen(manifest, "apply", "-y", "--lock-timeout", "50") for _ in range(2)]
-    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, out + err
-        assert "Traceback" not in err
-    assert any("waiting for another mlib apply" in err for _, err in outs), outs
-    # Between them, each action was done once: the one that waited found nothing left to do
-    # (or only what the first had not done), and failed none.
+        for p, _ in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert holder.returncode == 0, outs[holder] + holder_err.read_text()
+    said = other_err.read_text()
+    assert "Traceback" not in said
+    if second_timeout:
+        assert other.returncode == 1, outs[other] + said
+        message = said.strip().splitlines()[-1]
+        assert "another mlib apply" in message and f"(pid {holder.pid})" in message, message
+        assert "--lock-timeout" in message
+    else:
+        assert other.returncode == 0, outs[other] + said
+        assert "waiting for another mlib apply" in said
+        assert "Applied 0 of 0 actions" in outs[other]  # it planned after the wait: nothing left
     assert (tmp_path / "lib/diffusion/sdxl/slow/slow.safetensors").read_bytes() == data
     assert len([q for q in server.requests if q.method == "GET"]) == 1  # downloaded once
     assert_converged(manifest)
