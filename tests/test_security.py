@@ -613,3 +613,29 @@ def test_temp_and_partial_files_are_never_world_writable(
     for path in [*partial, manifest.parent / "lib" / ".mlib" / "lock"]:
         if path.exists():
             assert not path.stat().st_mode & 0o002, (path, oct(path.stat().st_mode))
+
+
+def test_tokens_stay_with_their_host_across_redirects(
+    tmp_path: Path, hub: FakeHub, url_server: UrlServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL token goes to its host only (not to another port it redirects to); the Hub token
+    goes to the Hub only (not to the CDN its LFS files redirect to)."""
+    secret = "mlib-url-secret-redirect-0123"
+    monkeypatch.setenv("MLIB_TOKEN_127_0_0_1", secret)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    data = safetensors(seed=6)
+    with UrlServer() as other:
+        far = other.add("/far/l.safetensors", data)
+        near = url_server.redirect("/near/l.safetensors", far)
+        hub.add_repo("org/private", {"model.safetensors": safetensors(seed=7)}, private=True)
+        models = [
+            {**LORA, "name": "U", "source": {"url": near}},
+            {**LORA, "name": "H", "source": {"hf": "org/private"}},
+        ]
+        manifest = project(tmp_path, models)
+        result = run_checked(manifest, "apply", "-y")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert {r.headers.get("authorization") for r in url_server.requests} == {f"Bearer {secret}"}
+        assert other.requests and all("authorization" not in r.headers for r in other.requests)
+    assert any(r.headers.get("authorization") == f"Bearer {hub.token}" for r in hub.hub_requests)
+    assert hub.cdn_requests and all("authorization" not in r.headers for r in hub.cdn_requests)
