@@ -639,3 +639,24 @@ def test_tokens_stay_with_their_host_across_redirects(
         assert other.requests and all("authorization" not in r.headers for r in other.requests)
     assert any(r.headers.get("authorization") == f"Bearer {hub.token}" for r in hub.hub_requests)
     assert hub.cdn_requests and all("authorization" not in r.headers for r in hub.cdn_requests)
+
+
+def test_adopt_never_follows_symlinks_out_of_the_app_folder(tmp_path: Path) -> None:
+    """``mlib adopt`` moves an app's own files into the library; a symlink in the app folder to
+    a file or folder elsewhere is left as the user's, and what it points to is never moved."""
+    manifest = project(tmp_path, [])
+    outside = tmp_path / "outside"
+    loras = manifest.parent / "comfy" / "loras"
+    loras.mkdir()
+    (outside / "weights.safetensors").write_bytes(safetensors(seed=8))
+    os.symlink(outside / "weights.safetensors", loras / "linked.safetensors")
+    os.symlink(outside / "folder", loras / "linked-folder")
+    (loras / "own.safetensors").write_bytes(safetensors(seed=9))
+    before = snapshot(outside)
+    result = run_checked(manifest, "adopt", str(manifest.parent / "comfy"), "--app", "comfy", "-y")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert run_checked(manifest, "apply", "-y", "--prune").returncode == 0
+    assert snapshot(outside) == before
+    assert os.readlink(loras / "linked.safetensors") == str(outside / "weights.safetensors")
+    assert os.readlink(loras / "linked-folder") == str(outside / "folder")
+    assert [p.name for p in (manifest.parent / "lib").rglob("*.safetensors")] == ["own.safetensors"]
