@@ -30,6 +30,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import isolate_hf_client
+from test_probe import RANDOM_FILES as PROBE_FILES
 
 from reconciler import observe
 from reconciler.errors import (
@@ -45,6 +46,7 @@ from reconciler.loaders import load_manifest, read_metadata, read_overrides
 from reconciler.lockfile import read_lock
 from reconciler.model import HfSource, UrlSource
 from reconciler.naming import check_relpath, clean_filename, clean_slug
+from reconciler.probe import Format, Probe, probe_file
 from reconciler.sources import hf
 from reconciler.sources import url as url_source
 from reconciler.translation_files import load_translations, read_translation
@@ -769,6 +771,21 @@ def test_fuzz_hub_replies(
         assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256), f.sha256
     if len(found) == 1 and "/" not in found[0].path:
         assert_clean_file_name(found[0].path)
+
+
+# --- model file headers (safetensors, GGUF): test_probe.py's generator, in the published run ---
+
+
+@FUZZ
+@given(data=PROBE_FILES)
+def test_fuzz_model_file_headers(workdir: Path, data: bytes) -> None:
+    COUNTS["model file headers (probe_file: safetensors, GGUF)"] += 1
+    path = workdir / "model.bin"
+    path.write_bytes(data)
+    probe = probe_file(path)  # never raises, by contract: a file it cannot read is UNKNOWN
+    assert isinstance(probe, Probe) and probe.reason and probe.format in Format
+    if probe.format is Format.UNKNOWN:
+        assert (probe.type, probe.kind, probe.family) == (None, None, None)
 
 
 # --- regressions found by the fuzzers and the review (kept as plain examples) -----------------
