@@ -673,7 +673,14 @@ def _lock_downloads(manifest: Manifest, report: Report) -> None:
         entry = lockfile.entry_of_download(specs[action.model], action)
         if entry is not None:
             entries[action.model] = entry
-    atomic_write(path, lockfile.lock_text(entries).encode("utf-8"))
+    # The temporary file in the library's staging (when on the same filesystem): a kill
+    # leaves it where the next apply clears it, not beside the manifest for ever.
+    atomic_write(path, lockfile.lock_text(entries).encode("utf-8"), tmp_dir=_staging(manifest))
+
+
+def _staging(manifest: Manifest) -> Path | None:
+    staging = manifest.library / planner.STAGING
+    return None if staging.is_symlink() else staging
 
 
 @dataclass(frozen=True)
@@ -712,7 +719,9 @@ def lock(manifest_path: Path) -> LockReport:
         lib = library.get(spec.id)
         known = lib.metadata if lib is not None else None
         entries[spec.id] = lockfile.entry_of(spec, facts, known, old.get(spec.id))
-    atomic_write(path, lockfile.lock_text(entries).encode("utf-8"))
+    # The temporary file in the library's staging (when on the same filesystem): a kill
+    # leaves it where the next apply clears it, not beside the manifest for ever.
+    atomic_write(path, lockfile.lock_text(entries).encode("utf-8"), tmp_dir=_staging(manifest))
     return LockReport(
         path, tuple(sorted(e for e in entries if e not in dict(failed))), tuple(failed)
     )
