@@ -102,6 +102,7 @@ class Executor:
         self._failed: dict[str, OSError | ReconcilerError] = {}  # prefetch failures, by file
 
     def run(self, plan: Plan) -> Report:
+        _check_own_folders(self.root)
         try:
             if self.jobs > 1:
                 self._prefetch([a for a in plan.actions if a.kind is ActionKind.DOWNLOAD])
@@ -474,6 +475,21 @@ class Executor:
         folder = os.path.join(str(self.root), a.model)
         rel = os.path.relpath(a.target, folder)
         return "" if rel == "." else rel.replace(os.sep, "/")
+
+
+def _check_own_folders(root: Path) -> None:
+    """mlib's own folders (``.mlib``, its staging and trash) must be real folders in the
+    library: through a symlink to elsewhere, apply would clear, stage or trash files out there."""
+    real = os.path.realpath(root)
+    for rel in (".mlib", STAGING, PARTIAL, TRASH):
+        path = root / rel
+        if os.path.lexists(path) and (
+            os.path.islink(path) or os.path.realpath(path) != os.path.join(real, rel)
+        ):
+            raise ReconcilerError(
+                f"{path} is a symlink, or inside one, pointing out of the library; mlib never "
+                "stages, clears or trashes files through it (remove the link, then apply again)"
+            )
 
 
 def _headers(source: dict[str, Any], url: str) -> dict[str, str]:

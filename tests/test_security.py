@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
@@ -365,6 +366,37 @@ def test_staging_leftovers_that_are_symlinks_are_not_followed(tmp_path: Path) ->
     run_checked(manifest, "apply", "-y")
     run_checked(manifest, "apply", "-y", "--prune")
     assert snapshot(outside) == before
+
+
+@pytest.mark.parametrize("linked", [".mlib/staging", ".mlib", ".mlib/trash"])
+def test_mlibs_own_folders_as_links_out_of_the_library_are_refused(
+    tmp_path: Path, linked: str
+) -> None:
+    """Found here: with ``.mlib/staging`` a symlink to a folder outside, ``apply`` planned every
+    entry there as a leftover to clear, and deleted them all."""
+    manifest, model = _imported(tmp_path)
+    lib = manifest.parent / "lib"
+    outside = tmp_path / "outside"
+    for name in ("staging", "trash", "partial"):  # what mlib would find there
+        (outside / "folder" / name).mkdir()
+        (outside / "folder" / name / "kept.bin").write_bytes(b"precious")
+    if (lib / linked).exists():
+        shutil.rmtree(lib / linked)
+    os.symlink(outside / "folder", lib / linked)
+    source = tmp_path / "m.safetensors"
+    source.write_bytes(safetensors(seed=10))
+    data = yaml.safe_load(manifest.read_text())
+    data["models"] = [{**LORA, "name": "M", "source": {"path": str(source)}}]  # L is pruned
+    write_yaml(manifest, data)
+    before = snapshot(outside)
+    result = run_checked(manifest, "apply", "-y", "--prune")
+    assert result.returncode == 1
+    assert "pointing out of the library" in result.stderr
+    after = snapshot(outside)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing lost or changed
+    # what may appear: the apply lock and the manifest cache, when .mlib itself is the link
+    assert all(Path(k).parts[1] in ("lock", "cache") for k in after.keys() - before.keys())
+    assert model.is_dir()  # not trashed through the link either
 
 
 def test_a_model_folder_reached_through_a_symlink_is_trashed_as_the_link(tmp_path: Path) -> None:
