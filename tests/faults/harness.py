@@ -2,7 +2,8 @@
 
 The scenario ("world") is one folder: sources in ``downloads/``, a manifest, a library, a ComfyUI
 folder holding the user's own files, and files of the user's beside all of that. A local
-``UrlServer`` serves two models, throttled so that a download lasts long enough to be killed.
+``UrlServer`` serves two models and a fake Hub (``FakeHub``) a three-file repository, throttled
+so that a download lasts long enough to be killed.
 The manifest alternates between two stages, so every ``apply --prune`` has work of every kind:
 
 ===========  ====================================  ======================================
@@ -15,6 +16,8 @@ bundle       copy of a diffusers folder            left the manifest: prune (tra
 moved_lora   move of one file                      prune
 moved_bundle move of a diffusers folder            prune
 url_vae      URL download                          prune
+hub_bundle   Hub download of a diffusers folder    prune
+             (3 files: fetched in parallel)
 url_upscaler --                                    URL download
 extra_lora   --                                    hardlink import
 ===========  ====================================  ======================================
@@ -22,8 +25,9 @@ extra_lora   --                                    hardlink import
 Back from B to A, the pruned models come back (the user drops new copies of the moved files),
 the B-only ones are pruned, the checkpoint is renamed back and the encoder linked again.
 
-Each kill: start ``mlib apply -y --prune`` for the next stage, SIGKILL it after a random delay
-(seeded) within the time an unkilled run of that transition takes, then check
+Each kill: start ``mlib apply -y --prune`` for the next stage and SIGKILL it (seeded): half of
+the runs after a random delay within the time an unkilled run of that transition takes, half
+right after a random one of the file-system calls it makes (``HOOK``). Then check
 
 * right after the kill: every model folder in the library is complete (metadata.json lists
   exactly the files present, sizes and sha256 right, and they are the source's bytes); every link
@@ -60,7 +64,7 @@ from typing import Any, Literal
 
 import yaml
 from scenario import MLIB, MiB, SourceFile, app_entries, safetensors_bytes, sha256_file
-from servers import HOST, UrlServer
+from servers import HOST, FakeHub, UrlServer
 
 Stage = Literal["A", "B"]
 #: A transition: "0A" from an empty library to stage A, "AB" and "BA" between the stages.
@@ -71,6 +75,7 @@ POLL = 0.001
 DEFAULT_RATE = 24 * MiB
 #: A kill's delay is drawn in [0, this x the unkilled run's duration].
 SPREAD = 1.1
+HUB_REPO = "org/tiny-pipeline"
 LIBRARY_EXTRAS = frozenset({"models.db", "models.db-wal", "models.db-shm", "models.db-journal"})
 
 
@@ -98,7 +103,7 @@ class Model:
 
     @property
     def local(self) -> bool:
-        return self.mode != "url"
+        return self.mode not in ("url", "hf")
 
 
 @functools.cache
@@ -243,7 +248,15 @@ def catalogue(scale: int) -> dict[Stage, tuple[Model, ...]]:
         4,
         6,
     )
-    stage_a = (base, encoder, bundle, moved_lora, moved_bundle, url_vae)
+    hub_files = (
+        SourceFile("model_index.json", b'{"_class_name": "TinyHubPipeline"}\n'),
+        SourceFile("unet/diffusion_pytorch_model.safetensors", blob(4, 31)),
+        SourceFile("vae/diffusion_pytorch_model.safetensors", blob(2, 32)),
+    )
+    hub_bundle = Model("hub_bundle", "Hub Pipeline", "diffusers", "hf", HUB_REPO, hub_files,
+                       tuple(f.rel for f in hub_files), (("diffusers/hub_pipeline", ""),),
+                       "hub_pipeline")  # fmt: skip
+    stage_a = (base, encoder, bundle, moved_lora, moved_bundle, url_vae, hub_bundle)
     stage_b = (
         dataclasses.replace(base, name="Base Checkpoint XL", slug="base_checkpoint_xl"),
         dataclasses.replace(encoder, linked=False),
@@ -253,18 +266,43 @@ def catalogue(scale: int) -> dict[Stage, tuple[Model, ...]]:
     return {"A": stage_a, "B": stage_b}
 
 
-def url_models(scale: int) -> list[Model]:
-    return [m for models in catalogue(scale).values() for m in models if m.mode == "url"]
+def remote_models(scale: int, mode: str) -> list[Model]:
+    return [m for models in catalogue(scale).values() for m in models if m.mode == mode]
+
+
+@dataclass
+class Servers:
+    url: UrlServer
+    hub: FakeHub
+
+    def env(self) -> dict[str, str]:
+        """What the mlib subprocesses need to find the fake Hub and leave the real one alone."""
+        return {
+            **os.environ,
+            "HF_ENDPOINT": self.hub.endpoint,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+            "NO_PROXY": HOST,
+            "no_proxy": HOST,
+        }
 
 
 @contextmanager
-def model_server(scale: int, rate: int = DEFAULT_RATE) -> Iterator[UrlServer]:
-    """The URL models, each GET of them throttled to ``rate`` bytes a second."""
-    with UrlServer() as srv:
-        for m in url_models(scale):
+def model_servers(scale: int, rate: int = DEFAULT_RATE) -> Iterator[Servers]:
+    """The URL models on a URL server, the Hub model on a fake Hub; each GET of a model file
+    (on the Hub: of an LFS file, from its CDN) throttled to ``rate`` bytes a second."""
+    with UrlServer() as srv, FakeHub() as hub:
+        for m in remote_models(scale, "url"):
             srv.add(m.source, m.files[0].data)
             srv.slow(rate, times=1 << 30, path=m.source)
-        yield srv
+        for m in remote_models(scale, "hf"):
+            hub.add_repo(m.source, {f.rel: f.data for f in m.files})
+            for f in m.files:
+                if f.rel.endswith(".safetensors"):
+                    hub.slow(rate, times=1 << 30, path=hub.lfs_path(m.source, f.rel))
+        yield Servers(srv, hub)
 
 
 # --- one world ----------------------------------------------------------------------------------
@@ -273,9 +311,10 @@ def model_server(scale: int, rate: int = DEFAULT_RATE) -> Iterator[UrlServer]:
 class World:
     """A scenario folder: sources, manifest, library, ComfyUI folder and the user's own files."""
 
-    def __init__(self, folder: Path, server: UrlServer, scale: int) -> None:
+    def __init__(self, folder: Path, servers: Servers, scale: int) -> None:
         self.folder = folder
-        self.server = server
+        self.servers = servers
+        self.env = servers.env()
         self.scale = scale
         self.manifest = folder / "mlib.yaml"
         self.library = folder / "library"
@@ -334,11 +373,11 @@ class World:
                 self._write_source(m)
         entries: list[dict[str, Any]] = []
         for m in self.models(stage):
-            source: dict[str, Any] = (
-                {"url": self.server.url(m.source)}
-                if m.mode == "url"
-                else {"path": m.source, "mode": m.mode}
-            )
+            source: dict[str, Any] = {"path": m.source, "mode": m.mode}
+            if m.mode == "url":
+                source = {"url": self.servers.url.url(m.source)}
+            elif m.mode == "hf":
+                source = {"hf": m.source}
             entry: dict[str, Any] = {
                 "name": m.name,
                 "type": m.type,
@@ -596,6 +635,7 @@ def run_mlib(world: World, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         mlib_cmd(world, *args),
         cwd=world.folder,
+        env=world.env,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
@@ -713,7 +753,9 @@ class Summary:
 subset `tests/faults/test_faults.py`).
 
 One scenario mixes local imports (copy and move, single files and diffusers folders, a
-hardlink), two URL downloads from a local server (throttled so that a kill lands mid-download),
+hardlink), two URL downloads from a local server and a three-file repository from a fake
+Hugging Face Hub (throttled so that a kill lands mid-download; those files are fetched in
+parallel),
 a rename (a model's name changed between two runs), links and unlinks (an app override
 disabling a model) and `--prune`: {sizes / MiB:.0f} MiB of models in all. The manifest
 alternates between two stages, so every `mlib apply -y --prune` has work of every kind
@@ -772,7 +814,7 @@ def landed(ref: Reference, steps: list[tuple[str, str, str]], staged: list[str])
 
 
 def start_apply(world: World, *, at: int = 0, count: Path | None = None) -> subprocess.Popen[str]:
-    env = dict(os.environ, MLIB_FAULT_AT=str(at), MLIB_FAULT_NOTE=str(world.folder / ".note"))
+    env = dict(world.env, MLIB_FAULT_AT=str(at), MLIB_FAULT_NOTE=str(world.folder / ".note"))
     if count is not None:
         env["MLIB_FAULT_COUNT"] = str(count)
     return subprocess.Popen(
@@ -809,6 +851,7 @@ def converged_problems(world: World) -> list[str]:
         cmd: subprocess.Popen(
             mlib_cmd(world, *cmd.split()),
             cwd=world.folder,
+            env=world.env,
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -909,7 +952,7 @@ def run(
     started = time.monotonic()
     rng = random.Random(seed)
     violations: list[str] = []
-    with model_server(scale) as server:
+    with model_servers(scale) as server:
         ref_world = World(base / "reference", server, scale).create()
         references: dict[Transition, Reference] = {}
         stages: dict[Transition, Stage] = {"0A": "A", "AB": "B", "BA": "A"}
