@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import functools
 import logging
 import os
@@ -179,10 +180,14 @@ def remove_link(link: Path, expected_target: Path | None, mode: str) -> None:
         hardlinked = kind in (LinkMode.HARDLINK, LinkMode.AUTO) and _same_inode(st, expected_target)
         if not (copied or hardlinked):
             raise _not_ours(link, f"it is a file that is not a hardlink of {expected_target}")
+        if not hardlinked and not _same_content(link, expected_target):
+            raise _not_ours(link, f"it is a file that does not hold {expected_target}'s bytes")
         os.unlink(link)
     elif stat.S_ISDIR(st.st_mode):
         if kind is not LinkMode.COPY:
             raise _not_ours(link, f"it is a folder, and mlib made a {kind.value} there")
+        if not _same_content(link, expected_target):
+            raise _not_ours(link, f"it is a folder that does not hold {expected_target}'s files")
         shutil.rmtree(link)
     else:
         raise _not_ours(link, "it is neither a link, a file nor a folder")
@@ -405,6 +410,35 @@ def _absolute(path: Path) -> Path:
 def _entry(path: Path) -> Path:
     """``path`` (absolute, normalized) with the folders above it resolved, the name itself not."""
     return Path(os.path.realpath(path.parent)) / path.name
+
+
+def _same_content(copy: Path, original: Path | None) -> bool:
+    """Whether ``copy`` (a file, or a folder walked without following links) holds exactly the
+    files and bytes of ``original``: a copy is removed only when it is provably the one mlib
+    made (the registry alone could be stale, or come from another machine)."""
+    if original is None:
+        return False
+    try:
+        if stat.S_ISREG(os.lstat(copy).st_mode):
+            return os.path.isfile(original) and filecmp.cmp(copy, original, shallow=False)
+        for folder, dirs, files in os.walk(copy):
+            rel = os.path.relpath(folder, copy)
+            theirs = os.path.join(original, rel)
+            if not os.path.isdir(theirs) or set(dirs + files) != set(os.listdir(theirs)):
+                return False
+            for name in files:
+                mine = os.path.join(folder, name)
+                if rel == "." and name in (METADATA_FILE, OVERRIDES_FILE):
+                    continue  # mlib rewrites these in the library; the copy keeps the old ones
+                if os.path.islink(mine) or not filecmp.cmp(
+                    mine, os.path.join(theirs, name), shallow=False
+                ):
+                    return False
+            if any(os.path.islink(os.path.join(folder, d)) for d in dirs):
+                return False
+    except OSError:
+        return False
+    return True
 
 
 def _same_inode(st: os.stat_result, other: Path | None) -> bool:

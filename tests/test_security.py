@@ -414,6 +414,45 @@ def test_a_model_folder_reached_through_a_symlink_is_trashed_as_the_link(tmp_pat
     assert os.readlink(model) == str(real)  # not a model folder of its own: left as it is
 
 
+def test_a_stale_or_forged_link_registry_never_deletes_what_mlib_did_not_copy(
+    tmp_path: Path,
+) -> None:
+    """Found here: a row of the link registry (models.db, in the library: copied from another
+    machine, stale, or written by someone who can write the library) naming a file or folder
+    anywhere, in copy mode, made apply delete it as "a copy mlib made". A copy is removed now
+    only while it holds exactly the library's bytes."""
+    import sqlite3
+
+    manifest, _ = _imported(tmp_path)
+    outside = tmp_path / "outside"
+    rows = [
+        ("comfy", str(outside / "secret.txt"), "diffusion/sdxl/l", "l.safetensors", "copy"),
+        ("comfy", str(outside / "folder"), "diffusion/sdxl/l", "", "copy"),
+    ]
+    with sqlite3.connect(manifest.parent / "lib" / "models.db") as db:
+        db.executemany("INSERT INTO links VALUES (?, ?, ?, ?, ?)", rows)
+    db.close()
+    before = snapshot(outside)
+    result = run_checked(manifest, "apply", "-y")
+    assert result.returncode == 1 and "refusing to remove" in result.stdout + result.stderr
+    assert snapshot(outside) == before
+
+    # a real copy, still holding the library's bytes, is removed when no longer wanted
+    copied = project(tmp_path / "copied", [], link="copy")
+    source = tmp_path / "c.safetensors"
+    source.write_bytes(safetensors(seed=11))
+    data = yaml.safe_load(copied.read_text())
+    data["models"] = [{**LORA, "source": {"path": str(source)}}]
+    write_yaml(copied, data)
+    assert run_checked(copied, "apply", "-y").returncode == 0
+    copy = copied.parent / "comfy" / "loras" / "c.safetensors"
+    assert copy.is_file() and not copy.is_symlink()
+    data["models"][0]["apps"] = {"comfy": False}
+    write_yaml(copied, data)
+    assert run_checked(copied, "apply", "-y").returncode == 0
+    assert not copy.exists()
+
+
 # --- 3. an app folder inside the library, or the library inside an app folder ------------------
 
 
