@@ -731,3 +731,17 @@ def test_adopt_never_follows_symlinks_out_of_the_app_folder(tmp_path: Path) -> N
     assert os.readlink(loras / "linked.safetensors") == str(outside / "weights.safetensors")
     assert os.readlink(loras / "linked-folder") == str(outside / "folder")
     assert [p.name for p in (manifest.parent / "lib").rglob("*.safetensors")] == ["own.safetensors"]
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/x.bin"])
+def test_a_redirect_to_another_scheme_is_never_followed(
+    tmp_path: Path, url_server: UrlServer, location: str
+) -> None:
+    url = url_server.redirect("/r/l.safetensors", location)
+    manifest = project(tmp_path, [{**LORA, "source": {"url": url}}])
+    before = snapshot(tmp_path)
+    shown = run_checked(manifest, "plan").stdout
+    assert "diffusion/sdxl/l" in shown and "1 conflict" in shown
+    assert run_checked(manifest, "apply", "-y").returncode != 0
+    assert changed_outside(before, snapshot(tmp_path), MINE) == []
+    assert not list((tmp_path / "proj").rglob("passwd"))
