@@ -623,27 +623,33 @@ def test_two_applies_at_once_one_waits_or_fails_clearly_and_the_end_is_right(
 
 # --- server faults in a real apply --------------------------------------------------------------
 
-#: (fault set on the server, whether the apply installs the model, what its output says).
-#: Each fault is injected with times=N; the client gets a 1 s socket timeout and 0.05 s as
-#: first retry wait (the defaults, 30 s and 1 s, would only make the test slow).
+#: (when: "download" with mlib.lock made first, so the plan asks the server nothing and the
+#: fault meets the download; "plan" without, so a status fault meets the plan's HEAD; the fault
+#: set on the server; how many requests it hits; whether the apply installs the model; what its
+#: output says). The client gets a 1 s socket timeout and 0.05 s as first retry wait (the
+#: defaults, 30 s and 1 s, would only make the test slow).
 SERVER_FAULTS = [
-    pytest.param("cut_after", {"n_bytes": 300_000}, 1, True, "", id="cut-once-resumes"),
-    pytest.param("cut_after", {"n_bytes": 300_000}, 3, True, "", id="cut-thrice-resumes"),
-    pytest.param("cut_after", {"n_bytes": 0}, 50, False, "connection ended after 0 of", id="cut-always-fails"),
-    pytest.param("stall", {"seconds": 3.0}, 1, True, "", id="stall-past-timeout-retried"),
-    pytest.param("stall", {"seconds": 3.0}, 50, False, "connection failed (TimeoutError)", id="stall-always-fails"),
-    pytest.param("wrong_bytes", {}, 1, False, "wrong bytes (sha256 is", id="wrong-bytes-refused"),
-    pytest.param("status", {"code": 503}, 2, True, "", id="503-twice-retried"),
-    pytest.param("status", {"code": 500}, 50, False, "the server answered 500", id="500-always-fails"),
-    pytest.param("status", {"code": 429, "retry_after": 1}, 1, True, "", id="429-retry-after"),
-    pytest.param("status", {"code": 404}, 1, False, "not found (404)", id="404-fails-at-once"),
+    pytest.param("download", "cut_after", {"n_bytes": 300_000}, 1, True, "", id="cut-once-resumes"),
+    pytest.param("download", "cut_after", {"n_bytes": 300_000}, 3, True, "", id="cut-thrice-resumes"),
+    pytest.param("download", "cut_after", {"n_bytes": 0}, 50, False, "connection ended after 0 of", id="cut-always-fails"),
+    pytest.param("download", "stall", {"seconds": 3.0}, 1, True, "", id="stall-past-timeout-retried"),
+    pytest.param("download", "stall", {"seconds": 3.0}, 50, False, "connection failed (TimeoutError)", id="stall-always-fails"),
+    pytest.param("download", "wrong_bytes", {}, 1, False, "wrong bytes (sha256 is", id="wrong-bytes-refused"),
+    pytest.param("download", "status", {"code": 503}, 2, True, "", id="503-twice-retried"),
+    pytest.param("download", "status", {"code": 500}, 50, False, "the server answered 500", id="500-always-fails"),
+    pytest.param("download", "status", {"code": 429, "retry_after": 1}, 2, True, "", id="429-retry-after"),
+    pytest.param("download", "status", {"code": 404}, 1, False, "not found on the server (404)", id="404-fails-at-once"),
+    pytest.param("plan", "status", {"code": 429, "retry_after": 1}, 2, True, "", id="plan-429-retry-after"),
+    pytest.param("plan", "status", {"code": 500}, 50, False, "answered 500", id="plan-500-always-a-conflict"),
+    pytest.param("plan", "status", {"code": 404}, 1, False, "not found (404)", id="plan-404-a-conflict"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("fault", "kwargs", "times", "installed", "said"), SERVER_FAULTS)
+@pytest.mark.parametrize(("when", "fault", "kwargs", "times", "installed", "said"), SERVER_FAULTS)
 def test_server_faults_are_retried_or_fail_cleanly_never_installed_wrong(
     tmp_path: Path,
     server: UrlServer,
+    when: str,
     fault: str,
     kwargs: dict[str, object],
     times: int,
@@ -655,6 +661,9 @@ def test_server_faults_are_retried_or_fail_cleanly_never_installed_wrong(
     # The sha256 to check the bytes against: pinned in the manifest (without a pin or a lock,
     # the first download can only be checked for its size: tests/test_downloads.py).
     manifest = project(tmp_path, [url_model("Vae", url, hashlib.sha256(data).hexdigest())])
+    if when == "download":
+        assert mlib(manifest, "lock").returncode == 0
+    server.clear_requests()
     getattr(server, fault)(times=times, **kwargs)
     r = mlib_wrapped(manifest, "apply", "-y", MLIB_TEST_TIMEOUT="1", MLIB_TEST_RETRY_BASE="0.05")
     out = r.stdout + r.stderr
@@ -663,8 +672,11 @@ def test_server_faults_are_retried_or_fail_cleanly_never_installed_wrong(
     if installed:
         assert r.returncode == 0, out
         assert (folder / "vae.safetensors").read_bytes() == data
+        assert server.pending_faults == []  # each fault was met, and got past
         assert_converged(manifest)
         return
+    if when == "download":  # the plan asked nothing: the download met the fault
+        assert server.requests and all(q.method == "GET" for q in server.requests)
     assert r.returncode == 1, out
     assert said in out, out
     # One failed step (a status the planner's HEAD got: one conflict, with its reason below).
