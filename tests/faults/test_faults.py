@@ -1,16 +1,16 @@
 """Faults, end to end through real ``mlib`` subprocesses (DESIGN.md §6):
 
-* SIGKILLs at random points: a CI subset of ``python -m tests.faults.run`` (same code, 8 kills);
-* a full disk (ENOSPC) during an import and during a download: one clear error, the library
-  unchanged, and the next apply with space converges (resuming the download);
+* SIGKILLs at random points: a CI subset of ``python -m tests.faults.run`` (same code, 8 kills),
+  and kills at the exact points the random ones found bugs at;
+* a full disk (ENOSPC) during an import and during a download, twice: injected in the mlib
+  process (a ``python -c`` wrapper around the real entry point, as in ``tests/test_crash.py``),
+  and for real, on a size-limited tmpfs mounted in a private user and mount namespace
+  (``full_disk.py``; skipped where ``unshare`` may not mount): one clear error, the library
+  unchanged, and the next apply with room converges (resuming the download);
 * two applies at once on one library: one waits, or fails at once with a clear message;
 * server faults in a real apply (cut, stall past the timeout, wrong bytes, 5xx, 429): retried
   or failed cleanly, never installed wrong. (``tests/test_downloads.py`` tests the same faults
   on the fetch function itself; here it is the whole apply, its exit code and what is left.)
-
-ENOSPC and the short timeouts are injected in the mlib process by a ``python -c`` wrapper around
-the real entry point (as in ``tests/test_crash.py``): a size-limited filesystem is not something
-every test machine lets a test mount.
 """
 
 from __future__ import annotations
@@ -58,12 +58,13 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_random_kills_of_apply_all_converge(tmp_path: Path) -> None:
     lines: list[str] = []
     summary = run(tmp_path, kills=8, seed=7, chain=8, log=lines.append)
-    report = summary.text()
+    report = "\n".join([*lines, summary.text()])
     assert summary.violations == [], report
     assert len(summary.kills) == 8
-    # The kills must have hit work, not only start-up, or they proved little.
-    worked = [k for k in summary.killed if not k.landed.startswith("start-up")]
-    assert len(worked) >= 3, report
+    # The kills must have hit work, not only start-up, or they proved little. (Those made at a
+    # file-system call land where the count says, whatever the machine's load.)
+    at_calls = [k for k in summary.kills if k.how == "fs-call" and not k.finished_first]
+    assert len([k for k in at_calls if not k.landed.startswith("start-up")]) >= 2, report
 
 
 # --- helpers for the other tests ----------------------------------------------------------------
