@@ -1,12 +1,15 @@
 """mlib at scale: N models already applied, linked into one or three app targets.
 
-    python benchmarks/plan_bench.py N [--apps 1|3] [--runs R] [--keep DIR] [--json PATH]
+    python benchmarks/plan_bench.py N [--apps A [A ...]] [--runs R] [--full-runs F] [--keep DIR]
+                                      [--json PATH]
 
 Builds (without going through apply, which would fsync N model folders) exactly the state that
 apply leaves: a manifest of N local-source models with 5 tags each (of the 40 of
 ``benchmarks.synth.VOCABULARY``), N model folders with metadata.json, overrides.json and a 1-byte
 file, models.db with current rows and the link registry, and one relative symlink per model and
-app. Checks that the plan is empty, then measures, warm (everything in the page cache):
+app. With several app counts (``--apps 1 3``) one library serves them all: after the first is
+measured, the links of the next app targets are added. Checks that the plan is empty, then
+measures, warm (everything in the page cache):
 
 - index rebuild: ``reconciler.api.rebuild_index`` (one unmeasured run, then the median of R; the
   rebuild carries the N x apps link rows over);
@@ -28,6 +31,7 @@ reused by the next run).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -43,7 +47,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.synth import VOCABULARY
-from benchmarks.timing import median_s, mlib_script, run_quiet, timed, write_json
+from benchmarks.timing import median_s, mlib_script, run_quiet, timed
 from reconciler import api, cache, observe, planner, stamps
 from reconciler.index import Query, open_index
 from reconciler.library import gc_paused, read_entries
@@ -52,6 +56,8 @@ from reconciler.model import FileEntry, LocalSource, Metadata, ModelType, Overri
 
 HEX = "ab" * 32
 TAGS_PER_MODEL = 5
+#: What a kept folder holds: {"n": models, "apps": app targets}.
+STATE_FILE = ".plan-bench.json"
 ONE_TAG = ("base",)
 TWO_TAGS = ("base", "fp16")
 
@@ -62,30 +68,63 @@ def model_tags(n: int, seed: int = 0) -> list[tuple[str, ...]]:
     return [tuple(rng.sample(VOCABULARY, TAGS_PER_MODEL)) for _ in range(n)]
 
 
-def build(root: Path, n: int, apps: int) -> Path:
-    lib = root / "lib"
-    names = [f"model {i:06d}" for i in range(n)]
+def write_manifest(root: Path, n: int, apps: int) -> Path:
+    """The manifest of ``n`` models and ``apps`` app targets (``app0``, ``app1``, ...)."""
     tags = model_tags(n)
     lines = ["version: 1", "library: lib", "apps:"]
     for a in range(apps):
         lines.append(f'  app{a}: {{app: comfyui, version: "0.3.62", models_dir: app{a}}}')
     lines.append("models:")
-    for i, name in enumerate(names):
+    for i in range(n):
         lines.append(
-            f"  - {{name: {name}, type: diffusion, family: f{i % 50}, kind: lora,"
+            f"  - {{name: model {i:06d}, type: diffusion, family: f{i % 50}, kind: lora,"
             f" tags: [{', '.join(tags[i])}], source: {{path: src/{i}.safetensors}}}}"
         )
     manifest = root / "mlib.yaml"
     manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def _model(i: int) -> tuple[str, str]:
+    """Model ``i``'s id and file name."""
+    return f"diffusion/f{i % 50}/model_{i:06d}", f"{i}.safetensors"
+
+
+def link_apps(root: Path, n: int, first: int, last: int) -> None:
+    """Link every model into app targets ``first`` to ``last - 1`` and record the links."""
+    lib = root / "lib"
+    rows = []
+    for a in range(first, last):
+        link_dir = os.fspath(root / f"app{a}" / "loras")
+        os.makedirs(link_dir)
+        for i in range(n):
+            mid, file = _model(i)
+            link = os.path.join(link_dir, file)
+            os.symlink(f"../../lib/{mid}/{file}", link)  # from <root>/app<a>/loras/
+            rows.append((f"app{a}", link, mid, file, "symlink"))
+    with open_index(lib) as index, index.conn:
+        index.conn.execute("BEGIN")
+        index.conn.executemany("INSERT INTO links VALUES (?, ?, ?, ?, ?)", rows)
+
+
+def add_apps(root: Path, n: int, have: int, want: int) -> None:
+    """Turn the state :func:`build` left for ``have`` app targets into the one for ``want``."""
+    write_manifest(root, n, want)
+    link_apps(root, n, have, want)
+    (root / STATE_FILE).write_text(json.dumps({"n": n, "apps": want}))
+
+
+def build(root: Path, n: int, apps: int) -> Path:
+    lib = root / "lib"
+    names = [f"model {i:06d}" for i in range(n)]
+    tags = model_tags(n)
+    manifest = write_manifest(root, n, apps)
     overrides = dumps(overrides_to_dict(Overrides()))
     # plain strings and one mkdir per folder: at 100k x 3 apps, Path objects and relpath cost
     # minutes of setup
     lib_s = os.fspath(lib)
     for family in range(min(n, 50)):
         os.makedirs(os.path.join(lib_s, "diffusion", f"f{family}"))
-    link_dirs = [os.fspath(root / f"app{a}" / "loras") for a in range(apps)]
-    for link_dir in link_dirs:
-        os.makedirs(link_dir)
     for i, name in enumerate(names):
         mid = f"diffusion/f{i % 50}/{name.replace(' ', '_')}"
         folder = os.path.join(lib_s, mid)
@@ -111,22 +150,12 @@ def build(root: Path, n: int, apps: int) -> Path:
         ):
             with open(os.path.join(folder, leaf), "wb") as fh:
                 fh.write(data)
-        target = f"../../lib/{mid}/{file}"  # from <root>/app<a>/loras/ to the model's file
-        for link_dir in link_dirs:
-            os.symlink(target, os.path.join(link_dir, file))
     entries, skipped = read_entries(lib)
     assert not skipped, skipped[:3]
     with open_index(lib) as index:
         index.rebuild(entries)
-        rows = [
-            (f"app{a}", str(root / f"app{a}" / "loras" / e.meta.files[0].path), e.meta.id,
-             e.meta.files[0].path, "symlink")
-            for e in entries
-            for a in range(apps)
-        ]  # fmt: skip
-        with index.conn:
-            index.conn.execute("BEGIN")
-            index.conn.executemany("INSERT INTO links VALUES (?, ?, ?, ?, ?)", rows)
+    link_apps(root, n, 0, apps)
+    (root / STATE_FILE).write_text(json.dumps({"n": n, "apps": apps}))
     return manifest
 
 
@@ -191,13 +220,20 @@ def bench(
     lib = root / "lib"
     out: dict[str, Any] = {"n": n, "apps": apps, "links": n * apps, "runs": runs}
     out["full_runs"] = full_runs
-    if manifest.exists():
-        out["build_s"] = None
-        print(f"reusing {n} models x {apps} app(s) in {root}")
-    else:
+    state = root / STATE_FILE
+    kept = json.loads(state.read_text()) if state.exists() else None
+    if kept is None:
         root.mkdir(parents=True, exist_ok=True)
         out["build_s"], _ = timed(partial(build, root, n, apps))
         print(f"built {n} models x {apps} app(s) in {out['build_s']:.1f} s")
+    elif kept["n"] != n or kept["apps"] > apps:
+        raise SystemExit(f"plan_bench: {root} holds {kept['n']} models x {kept['apps']} apps")
+    elif kept["apps"] < apps:
+        out["build_s"], _ = timed(partial(add_apps, root, n, kept["apps"], apps))
+        print(f"linked {n} models into {apps - kept['apps']} more app(s) in {out['build_s']:.1f} s")
+    else:
+        out["build_s"] = None
+        print(f"reusing {n} models x {apps} app(s) in {root}")
     mlib = mlib_script()
 
     # index rebuild (warm: the metadata was just written or read)
@@ -293,24 +329,32 @@ def report(out: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="mlib at scale: rebuild, plan, status, list")
     parser.add_argument("n", type=int)
-    parser.add_argument("--apps", type=int, default=1)
+    parser.add_argument(
+        "--apps",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="app target counts, measured in turn on one library (e.g. --apps 1 3)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="timed runs of each measurement")
     parser.add_argument(
         "--full-runs", type=int, metavar="F", help="timed runs of full plans and reads (--runs)"
     )
     parser.add_argument("--keep", type=Path, help="build in DIR and keep it (reused next time)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures here")
+    parser.add_argument(
+        "--json", type=Path, metavar="PATH", help="also write the figures here (a list)"
+    )
     args = parser.parse_args(argv)
-    if args.n < 1 or args.apps < 1 or args.runs < 1 or (args.full_runs or 1) < 1:
+    if args.n < 1 or min(args.apps) < 1 or args.runs < 1 or (args.full_runs or 1) < 1:
         parser.error("N, --apps and --runs must be at least 1")
-    if args.keep is not None:
-        write_json(args.json, bench(args.keep, args.n, args.apps, args.runs, args.full_runs))
-        return 0
-    root = Path(tempfile.mkdtemp(prefix="mlib-plan-bench-"))
+    root = args.keep or Path(tempfile.mkdtemp(prefix="mlib-plan-bench-"))
     try:
-        write_json(args.json, bench(root, args.n, args.apps, args.runs, args.full_runs))
+        results = [bench(root, args.n, a, args.runs, args.full_runs) for a in sorted(args.apps)]
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1), encoding="utf-8")
     return 0
 
 
