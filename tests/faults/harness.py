@@ -27,7 +27,7 @@ the B-only ones are pruned, the checkpoint is renamed back and the encoder linke
 
 Each kill: start ``mlib apply -y --prune`` for the next stage and SIGKILL it (seeded): half of
 the runs after a random delay within the time an unkilled run of that transition takes, half
-right after a random one of the file-system calls it makes (``HOOK``). Then check
+right after a random file-system call (``HOOK``) of a random action of the plan. Then check
 
 * right after the kill: every model folder in the library is complete (metadata.json lists
   exactly the files present, sizes and sha256 right, and they are the source's bytes); every link
@@ -595,17 +595,19 @@ class World:
 #: system (``os.rename``, ``os.link``, ``os.fsync``...: the points between two steps of an action)
 #: and SIGKILLs its own process right after call number ``MLIB_FAULT_AT`` (0: never), having
 #: noted which call it was in ``MLIB_FAULT_NOTE``; ``MLIB_FAULT_COUNT`` gets the names of every
-#: call of a run that ends.
+#: call of a run that ends, and "@<kind>" where each action of the plan begins.
 HOOK = """
 import atexit, os, signal, sys
 _at = int(os.environ.get("MLIB_FAULT_AT") or 0)
 _calls = []
+_count = [0]
 def _wrap(name):
     orig = getattr(os, name)
     def hooked(*args, **kwargs):
         result = orig(*args, **kwargs)
         _calls.append(name)
-        if len(_calls) == _at:
+        _count[0] += 1
+        if _count[0] == _at:
             with open(os.environ["MLIB_FAULT_NOTE"], "w") as fh:
                 fh.write(f"os.{name} {args[0] if args else ''}")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -613,6 +615,12 @@ def _wrap(name):
     setattr(os, name, hooked)
 for _name in ("mkdir", "rmdir", "rename", "replace", "link", "symlink", "unlink", "fsync"):
     _wrap(_name)
+from reconciler import executor as _executor
+_do = _executor.Executor.do
+def _marked(self, action):
+    _calls.append("@" + action.kind.value)
+    return _do(self, action)
+_executor.Executor.do = _marked
 if os.environ.get("MLIB_FAULT_COUNT"):
     def _save():
         with open(os.environ["MLIB_FAULT_COUNT"], "w") as fh:
@@ -668,6 +676,10 @@ class Reference:
     duration: float
     steps: list[tuple[str, str]]
     calls: int
+    #: the file-system calls (numbers from 1) made in start-up and the prefetch of downloads,
+    #: then in each action, by action: a kill at a random call of a random one of these lands
+    #: as often in a rename or a link as in an import
+    spans: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -761,9 +773,11 @@ disabling a model) and `--prune`: {sizes / MiB:.0f} MiB of models in all. The ma
 alternates between two stages, so every `mlib apply -y --prune` has work of every kind
 ({ref}). Half the runs are SIGKILLed after a random delay within 1.1x the time an unkilled
 run of the same transition takes ("timed": they land where the time goes, in start-up,
-copies and downloads); the other half right after a random one of the calls that change the
-file system (`os.rename`, `link`, `symlink`, `unlink`, `mkdir`, `rmdir`, `fsync`; "fs call":
-they land between any two steps of any action). Seed {self.seed}.
+copies and downloads); the other half ("fs call") right after one of the calls that change
+the file system (`os.rename`, `replace`, `link`, `symlink`, `unlink`, `mkdir`, `rmdir`,
+`fsync`): a random call of a random action of the unkilled run (or of its start-up and
+parallel prefetch), so that they land as often in a rename or a link as in an import, between
+any two steps of it. Seed {self.seed}.
 
 After every kill: every model folder in the library is complete (metadata.json lists exactly the
 files present, with their sizes and sha256, and they are the source's bytes), every link in the
@@ -838,10 +852,23 @@ def reference_run(world: World, stage: Stage) -> tuple[Reference, list[str]]:
     duration = time.monotonic() - started
     problems = [] if proc.returncode == 0 else [f"unkilled apply failed:\n{stdout}{stderr}"]
     steps = [(kind, where) for _, kind, where in steps_of(world, stdout)]
-    calls = len(count.read_text().split()) if count.exists() else 0
+    calls, spans = _spans(count.read_text().split() if count.exists() else [])
     count.unlink(missing_ok=True)
     problems += converged_problems(world)
-    return Reference(duration, steps, calls), problems
+    return Reference(duration, steps, calls, spans), problems
+
+
+def _spans(names: list[str]) -> tuple[int, list[list[int]]]:
+    """(number of calls, their numbers by span: before the first action, then each action)."""
+    spans: list[list[int]] = [[]]
+    n = 0
+    for name in names:
+        if name.startswith("@"):
+            spans.append([])
+        else:
+            n += 1
+            spans[-1].append(n)
+    return n, [span for span in spans if span]
 
 
 def converged_problems(world: World) -> list[str]:
@@ -979,7 +1006,7 @@ def run(
                 )
             else:
                 kill = kill_once(
-                    world, n, transition, at=rng.randint(1, max(1, ref.calls)), ref=ref
+                    world, n, transition, at=rng.choice(rng.choice(ref.spans or [[1]])), ref=ref
                 )
             done.append(kill)
             violations += kill.violations
