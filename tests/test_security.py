@@ -587,11 +587,17 @@ def test_a_url_token_is_never_logged_written_or_shown(
     variable = "MLIB_TOKEN_127_0_0_1"
     monkeypatch.setenv(variable, secret)
     shown = ""
-    for args in (["-vv", "lock"], ["-vv", "apply", "-y"], ["-vv", "verify"]):
+    saved = manifest.parent / "saved-plan.json"
+    for args in (
+        ["-vv", "lock"],
+        ["-vv", "plan", "-o", str(saved)],
+        ["-vv", "apply", "-y", str(saved)],
+        ["-vv", "verify"],
+    ):
         result = run_checked(manifest, *args)
         assert result.returncode == 0, result.stdout + result.stderr
         shown += result.stdout + result.stderr
-    assert secret not in shown
+    assert secret not in shown and secret.encode() not in saved.read_bytes()
     assert secret.encode() not in (manifest.parent / "mlib.lock").read_bytes()
     assert secret.encode() not in _library_bytes(manifest.parent / "lib")
     assert [r.headers.get("authorization") for r in url_server.requests] == [
