@@ -429,6 +429,25 @@ def scale_tables(scale: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def observations(scale: list[dict[str, Any]]) -> str:
+    """What the scale figures say at the largest N, in words."""
+    top = max(s["n"] for s in scale)
+    lines = [f"At {top:,} models:", ""]
+    for s in (s for s in scale if s["n"] == top):
+        apps = f"{s['apps']} app target{'s' if s['apps'] > 1 else ''}"
+        extra = s["plan_full_s"] - s["phases_s"]["total"]
+        lines.append(
+            f"- {apps}: `mlib list --tag` takes {fmt_s(s['list_s'])} with the manifest against "
+            f"{fmt_s(s['list_root_s'])} with `--root` alone; reading the manifest in full costs "
+            f"{fmt_s(s['manifest_full_read_s'])} of it. A plan computed in full takes "
+            f"{fmt_s(s['phases_s']['total'])} in process and {fmt_s(s['plan_full_s'])} as a "
+            f"command, {fmt_s(extra)} more: starting Python and the work around the plan "
+            "(keeping it in the plan cache, which makes the next one a replay at "
+            f"{fmt_s(s['plan_s'])}, among others), not broken down here."
+        )
+    return "\n".join(lines)
+
+
 def hashing_table(h: dict[str, Any]) -> str:
     c = h["cases"]
     size = h["size_bytes"]
@@ -569,8 +588,7 @@ def svg_plot(scale: list[dict[str, Any]]) -> str:
             'stroke="#888" stroke-dasharray="2,3"/>'
         )
         parts.append(
-            f'<text x="{width - right - 4}" y="{yy - 4:.1f}" text-anchor="end" fill="#666">'
-            f"{label} {value:g} s</text>"
+            f'<text x="{left + 6}" y="{yy - 4:.1f}" fill="#666">{label} {value:g} s</text>'
         )
     legend_y = top + 10
     for key, label, color in PLOT_SERIES:
@@ -653,6 +671,8 @@ def document(data: dict[str, Any], plot_name: str) -> str:
         f"![time against N]({plot_name})",
         "",
         scale_tables(data["scale"]),
+        "",
+        observations(data["scale"]),
         "",
         "## Hashing: import and verify",
         "",
