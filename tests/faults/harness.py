@@ -27,7 +27,8 @@ the B-only ones are pruned, the checkpoint is renamed back and the encoder linke
 
 Each kill: start ``mlib apply -y --prune`` for the next stage and SIGKILL it (seeded): half of
 the runs after a random delay within the time an unkilled run of that transition takes, half
-right after a random file-system call (``HOOK``) of a random action of the plan. Then check
+right after a random file-system call (``HOOK``) of a random action (of a random kind) of the
+plan. Then check
 
 * right after the kill: every model folder in the library is complete (metadata.json lists
   exactly the files present, sizes and sha256 right, and they are the source's bytes); every link
@@ -676,10 +677,17 @@ class Reference:
     duration: float
     steps: list[tuple[str, str]]
     calls: int
-    #: the file-system calls (numbers from 1) made in start-up and the prefetch of downloads,
-    #: then in each action, by action: a kill at a random call of a random one of these lands
-    #: as often in a rename or a link as in an import
-    spans: list[list[int]] = field(default_factory=list)
+    #: the file-system calls (numbers from 1) made in start-up and the prefetch of downloads
+    #: ("start-up"), then in each action, with its kind: a kill at a random call of a random
+    #: action of a random kind lands as often in a rename or a link as in an import
+    spans: list[tuple[str, list[int]]] = field(default_factory=list)
+
+    def pick(self, rng: random.Random) -> int:
+        """A random call: of a random action of a random kind (or of start-up)."""
+        if not self.spans:
+            return 1
+        kind = rng.choice(sorted({k for k, _ in self.spans}))
+        return rng.choice(rng.choice([calls for k, calls in self.spans if k == kind]))
 
 
 @dataclass
@@ -775,9 +783,9 @@ alternates between two stages, so every `mlib apply -y --prune` has work of ever
 run of the same transition takes ("timed": they land where the time goes, in start-up,
 copies and downloads); the other half ("fs call") right after one of the calls that change
 the file system (`os.rename`, `replace`, `link`, `symlink`, `unlink`, `mkdir`, `rmdir`,
-`fsync`): a random call of a random action of the unkilled run (or of its start-up and
-parallel prefetch), so that they land as often in a rename or a link as in an import, between
-any two steps of it. Seed {self.seed}.
+`fsync`): a random call of a random action of a random kind in the unkilled run (or of its
+start-up and parallel prefetch), so that they land as often in a rename or a link as in an
+import, between any two steps of it. Seed {self.seed}.
 
 After every kill: every model folder in the library is complete (metadata.json lists exactly the
 files present, with their sizes and sha256, and they are the source's bytes), every link in the
@@ -815,8 +823,10 @@ def _phase_group(k: Kill) -> str:
 def landed(ref: Reference, steps: list[tuple[str, str, str]], staged: list[str]) -> str:
     """Where a kill landed: in the first action of the unkilled run that the re-apply had to
     do again (``steps``), before the first (start-up: planning), or after the last."""
-    again = {(kind, where) for _, kind, where in steps}
-    remaining = [s for s in ref.steps if s in again]
+    # By kind and name: the same action may name its path otherwise once half done (an
+    # index_delete names the model, not its folder, once the folder went to the trash).
+    again = {(kind, Path(where).name) for _, kind, where in steps}
+    remaining = [(k, w) for k, w in ref.steps if (k, Path(w).name) in again]
     if not remaining:
         return "after the last action: index and lock"
     if len(remaining) == len(ref.steps) and not staged:
@@ -858,17 +868,17 @@ def reference_run(world: World, stage: Stage) -> tuple[Reference, list[str]]:
     return Reference(duration, steps, calls, spans), problems
 
 
-def _spans(names: list[str]) -> tuple[int, list[list[int]]]:
+def _spans(names: list[str]) -> tuple[int, list[tuple[str, list[int]]]]:
     """(number of calls, their numbers by span: before the first action, then each action)."""
-    spans: list[list[int]] = [[]]
+    spans: list[tuple[str, list[int]]] = [("start-up", [])]
     n = 0
     for name in names:
         if name.startswith("@"):
-            spans.append([])
+            spans.append((name[1:], []))
         else:
             n += 1
-            spans[-1].append(n)
-    return n, [span for span in spans if span]
+            spans[-1][1].append(n)
+    return n, [(kind, calls) for kind, calls in spans if calls]
 
 
 def converged_problems(world: World) -> list[str]:
@@ -973,8 +983,8 @@ def run(
     log: Callable[[str], None] | None = None,
 ) -> Summary:
     """Unkilled runs of each transition (timed, counted), then ``kills`` killed applies in
-    worlds of ``chain`` transitions each (the first from an empty library): the even ones after
-    a random delay, the odd ones right after a random file system call. ``log`` gets each
+    worlds of ``chain`` transitions each (the first from an empty library): half after a
+    random delay, half right after a random file system call. ``log`` gets each
     kill's line as it happens."""
     started = time.monotonic()
     rng = random.Random(seed)
@@ -1000,14 +1010,12 @@ def run(
             assert world is not None
             transition: Transition = "0A" if position == 0 else ("AB" if position % 2 else "BA")
             ref = references[transition]
-            if n % 2 == 0:
+            if n % 4 in (0, 3):  # timed and at calls alike in every kind of transition
                 kill = kill_once(
                     world, n, transition, delay=rng.uniform(0, SPREAD * ref.duration), ref=ref
                 )
             else:
-                kill = kill_once(
-                    world, n, transition, at=rng.choice(rng.choice(ref.spans or [[1]])), ref=ref
-                )
+                kill = kill_once(world, n, transition, at=ref.pick(rng), ref=ref)
             done.append(kill)
             violations += kill.violations
             empty_trash(world)
