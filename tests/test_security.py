@@ -494,6 +494,18 @@ def test_nested_library_and_app_folders_are_refused(tmp_path: Path, layout: str)
     assert not list((tmp_path / "proj").rglob("l.safetensors"))
 
 
+def test_a_library_that_is_a_dangling_symlink_gives_one_error(tmp_path: Path) -> None:
+    """Found here: ``apply`` with the library a symlink to nowhere ended in a traceback."""
+    source = tmp_path / "l.safetensors"
+    source.write_bytes(safetensors())
+    manifest = project(tmp_path, [{**LORA, "source": {"path": str(source)}}])
+    os.symlink(tmp_path / "nowhere" / "lib", manifest.parent / "lib")
+    result = run_checked(manifest, "apply", "-y")
+    assert result.returncode == 1
+    assert "cannot create the library folder" in result.stderr
+    assert not (tmp_path / "nowhere").exists()
+
+
 # --- 4. link loops -------------------------------------------------------------------------------
 
 
