@@ -160,10 +160,10 @@ if os.environ.get("MLIB_TEST_ENOSPC_AFTER"):
     hashing.StreamingWriter.write = write
 if os.environ.get("MLIB_TEST_ENOSPC_METADATA"):
     atomic_write = fsops.atomic_write
-    def atomic(path, data):
+    def atomic(path, data, **kwargs):
         if os.path.basename(path) == "metadata.json":
             raise full(str(path))
-        atomic_write(path, data)
+        atomic_write(path, data, **kwargs)
     fsops.atomic_write = atomic
 if os.environ.get("MLIB_TEST_TIMEOUT"):
     timeout = float(os.environ["MLIB_TEST_TIMEOUT"])
