@@ -639,8 +639,9 @@ def document(data: dict[str, Any], plot_name: str) -> str:
         "",
         "<!-- Written by benchmarks/report.py: edit the script, not this file. -->",
         "",
-        "Regenerate with `python benchmarks/report.py` (about 10 minutes; `--quick` checks that "
-        "it works in about 2). Measured on "
+        "Regenerate with `python benchmarks/report.py` (`--quick` checks that it works in a "
+        "few minutes; `b3sum` comes from Debian's package of that name and is left out when "
+        "missing). Measured on "
         f"{data['date']} by {kind}, which took {data['took_s'] / 60:.1f} minutes. Load average "
         f"(1/5/15 min) {lb[0]:.2f} / {lb[1]:.2f} / {lb[2]:.2f} before, "
         f"{la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} after: figures taken while other work ran "
