@@ -495,10 +495,10 @@ def apply(
                 offline=result.options.offline,
                 on_step=on_step,
                 on_start=on_start,
+                on_downloaded=_lock_download(manifest),
                 cancelled=cancelled,
             )
             report = runner.run(result.plan)
-        _lock_downloads(manifest, report)
         _forget_adopted(root, report)
     return ApplyResult(result.plan, report)
 
@@ -655,27 +655,24 @@ def undo_adopt(manifest_path: Path, report: AdoptReport) -> bool:
     return True
 
 
-def _lock_downloads(manifest: Manifest, report: Report) -> None:
-    """Record in mlib.lock what each completed download resolved to, with its files' hashes."""
-    from reconciler.executor import Outcome
-
-    done = [
-        s.action
-        for s in report.steps
-        if s.action.kind is ActionKind.DOWNLOAD and s.outcome is Outcome.DONE
-    ]
-    if not done:
-        return
+def _lock_download(manifest: Manifest) -> Callable[[Action, Path], None]:
+    """What records in mlib.lock a download complete in staging (its origin, and its files with
+    their hashes), before the model is renamed into the library: a kill at any point leaves
+    either the model absent or the model locked, never installed and not locked."""
     path = lockfile.lock_path(manifest)
-    entries = lockfile.read_lock(path)
     specs = {spec.id: spec for spec in manifest.models}
-    for action in done:
-        entry = lockfile.entry_of_download(specs[action.model], action)
-        if entry is not None:
-            entries[action.model] = entry
-    # The temporary file in the library's staging (when on the same filesystem): a kill
-    # leaves it where the next apply clears it, not beside the manifest for ever.
-    atomic_write(path, lockfile.lock_text(entries).encode("utf-8"), tmp_dir=_staging(manifest))
+
+    def record(action: Action, folder: Path) -> None:
+        entry = lockfile.entry_of_download(specs[action.model], action, folder)
+        if entry is None:
+            return
+        entries = lockfile.read_lock(path)
+        entries[action.model] = entry
+        # The temporary file in the library's staging (when on the same filesystem): a kill
+        # leaves it where the next apply clears it, not beside the manifest for ever.
+        atomic_write(path, lockfile.lock_text(entries).encode("utf-8"), tmp_dir=_staging(manifest))
+
+    return record
 
 
 def _staging(manifest: Manifest) -> Path | None:

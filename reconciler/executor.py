@@ -87,6 +87,7 @@ class Executor:
         offline: bool = False,
         on_step: Callable[[Step], None] | None = None,
         on_start: Callable[[Action], None] | None = None,
+        on_downloaded: Callable[[Action, Path], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
     ):
         self.root = root
@@ -97,6 +98,10 @@ class Executor:
         self.offline = offline
         self.on_step = on_step  # told of each step as it ends (a GUI's progress)
         self.on_start = on_start  # told of each action as it starts (a GUI's current action)
+        # Told of each download complete in staging (its folder, metadata.json written), before
+        # it is renamed into place: where the caller records it in mlib.lock, so that no kill
+        # leaves a downloaded model in the library that the lock does not know.
+        self.on_downloaded = on_downloaded
         self.cancelled = cancelled  # asked before each action: True skips the rest
         self._http: Client | None = None
         self._failed: dict[str, OSError | ReconcilerError] = {}  # prefetch failures, by file
@@ -255,7 +260,9 @@ class Executor:
                 os.replace(done, dest)  # no hard links here: a crash now costs a new download
             return hashes
 
-        def release() -> None:
+        def release(staged: Path) -> None:
+            if self.on_downloaded is not None:
+                self.on_downloaded(a, staged)
             # Just before the rename into place: the staged folder holds the files (hard links),
             # and after the rename no plan would ever clear partial/ of them (the model is
             # complete). A kill in between costs a new download, never a leftover.
@@ -270,7 +277,7 @@ class Executor:
         self,
         a: Action,
         bring: Callable[[ImportFile, Path], FileHashes],
-        before_rename: Callable[[], None] | None = None,
+        before_rename: Callable[[Path], None] | None = None,
     ) -> str:
         """Build the model folder ``a.path`` in staging (each file brought by ``bring``, hashed,
         then metadata.json and overrides.json) and rename it into place: complete or absent."""
@@ -315,7 +322,7 @@ class Executor:
         fsops.atomic_write(staging / OVERRIDES_FILE, dumps(data["overrides"]))
         final.parent.mkdir(parents=True, exist_ok=True)
         if before_rename is not None:
-            before_rename()
+            before_rename(staging)
         os.rename(staging, final)  # the model appears complete, or not at all
         fsops.fsync_dir(final.parent)
         for rel, hashes in stats:

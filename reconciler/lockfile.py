@@ -95,12 +95,13 @@ def entry_of(
     return LockEntry(spec_key(spec), facts.origin, tuple(files), facts.etag)
 
 
-def entry_of_download(spec: ModelSpec, action: Action) -> LockEntry | None:
-    """The lock entry of a model just downloaded by ``action``: its origin and every file with
-    the size and hashes its new metadata.json records (None if that cannot be read)."""
+def entry_of_download(spec: ModelSpec, action: Action, folder: Path) -> LockEntry | None:
+    """The lock entry of a model just downloaded by ``action`` into ``folder``: its origin and
+    every file with the size and hashes its new metadata.json records (None if that cannot be
+    read)."""
     data = json.loads(action.data)
     try:
-        text = (Path(action.path) / METADATA_FILE).read_text(encoding="utf-8")
+        text = (folder / METADATA_FILE).read_text(encoding="utf-8")
         meta = metadata_from_dict(json.loads(text))
     except (OSError, ValueError):
         return None
