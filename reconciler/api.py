@@ -499,6 +499,7 @@ def apply(
                 cancelled=cancelled,
             )
             report = runner.run(result.plan)
+        _forget_removed_from_lock(manifest)
         _forget_adopted(root, report)
     return ApplyResult(result.plan, report)
 
@@ -673,6 +674,22 @@ def _lock_download(manifest: Manifest) -> Callable[[Action, Path], None]:
         atomic_write(path, lockfile.lock_text(entries).encode("utf-8"), tmp_dir=_staging(manifest))
 
     return record
+
+
+def _forget_removed_from_lock(manifest: Manifest) -> None:
+    """Drop from mlib.lock the models no longer remote in the manifest, so that the lock an
+    apply leaves is current ('lock --check' passes, 'apply --locked' accepts it)."""
+    path = lockfile.lock_path(manifest)
+    entries = lockfile.read_lock(path)
+    remote = {spec.id for spec in manifest.models if lockfile.is_remote(spec)}
+    if set(entries) <= remote:
+        return
+    kept = {model: entry for model, entry in entries.items() if model in remote}
+    log.info(
+        "mlib.lock: dropping %s (no longer in the manifest)",
+        ", ".join(sorted(set(entries) - remote)),
+    )
+    atomic_write(path, lockfile.lock_text(kept).encode("utf-8"), tmp_dir=_staging(manifest))
 
 
 def _staging(manifest: Manifest) -> Path | None:

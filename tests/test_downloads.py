@@ -286,6 +286,33 @@ def test_hub_and_url_models_are_planned_applied_locked_and_linked(
     assert r.returncode == 1 and "diffusion/sdxl/sdxl_vae: its source or pin changed" in r.stdout
 
 
+def test_a_model_removed_from_the_manifest_leaves_mlib_lock_at_the_next_apply(
+    tmp_path: Path, url_server: UrlServer, isolated: Path
+) -> None:
+    """Found by the fault runner's check that the lock is current after every converged apply:
+    a remote model taken out of the manifest kept its lock entry, so after apply 'lock --check'
+    failed and 'apply --locked' refused until 'mlib lock' ran."""
+    urls = [url_server.add(f"/m/{n}.safetensors", blob(20_000, i)) for i, n in enumerate("ab")]
+    models = [
+        {"name": n.upper(), "type": "diffusion", "family": "sdxl", "kind": "lora",
+         "source": {"url": u}}
+        for n, u in zip("ab", urls, strict=True)
+    ]  # fmt: skip
+    manifest = project(tmp_path, models)
+    assert mlib(manifest, "apply", "-y").returncode == 0
+    assert set(json.loads((tmp_path / "mlib.lock").read_text())["models"]) == {
+        "diffusion/sdxl/a",
+        "diffusion/sdxl/b",
+    }
+    project(tmp_path, models[:1])
+    r = mlib(manifest, "apply", "-y", "--prune")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(json.loads((tmp_path / "mlib.lock").read_text())["models"]) == {"diffusion/sdxl/a"}
+    assert mlib(manifest, "lock", "--check").returncode == 0
+    r = mlib(manifest, "apply", "-y", "--locked")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_apply_locked_installs_the_locked_bytes_or_refuses(
     tmp_path: Path, url_server: UrlServer, isolated: Path
 ) -> None:

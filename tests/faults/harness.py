@@ -35,7 +35,7 @@ plan. Then check
   in the app folder is a symlink into the library (one left dangling by a rename is counted, not
   an error: the next apply relinks it); the user's files unchanged;
 * after ``apply -y --prune`` again: exit 0, ``plan --prune --detailed-exitcode`` exit 0, ``verify``
-  exit 0, the library holds exactly the stage's models, the app folder exactly their links plus
+  exit 0, ``lock --check`` exit 0 (mlib.lock current), the library holds exactly the stage's models, the app folder exactly their links plus
   the user's own files, ``.mlib/staging`` is empty, sources and foreign files hash as before.
 
 Where a kill landed is read from what the converging apply still had to do (the first action of
@@ -792,7 +792,7 @@ files present, with their sizes and sha256, and they are the source's bytes), ev
 app folder points into the library, the user's source files and foreign files (a model file and
 a note in ComfyUI's folders, a symlink of their own, a file beside the library, another app's
 folder) hash as before. After `apply -y --prune` again: exit 0, `plan --prune
---detailed-exitcode` exits 0, `verify` exits 0, the library and the app folder hold exactly the
+--detailed-exitcode` exits 0, `verify` exits 0, `lock --check` exits 0, the library and the app folder hold exactly the
 manifest, `.mlib/staging` is empty, sources and foreign files unchanged.
 
 | | |
@@ -893,7 +893,7 @@ def converged_problems(world: World) -> list[str]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        for cmd in ("plan --prune --detailed-exitcode", "verify")
+        for cmd in ("plan --prune --detailed-exitcode", "verify", "lock --check")
     }
     for cmd, proc in procs.items():
         try:
