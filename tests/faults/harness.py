@@ -27,8 +27,8 @@ the B-only ones are pruned, the checkpoint is renamed back and the encoder linke
 
 Each kill: start ``mlib apply -y --prune`` for the next stage and SIGKILL it (seeded): half of
 the runs after a random delay within the time an unkilled run of that transition takes, half
-right after a random file-system call (``HOOK``) of a random action (of a random kind) of the
-plan. Then check
+right after a random file-system call (``HOOK``) of a random action of the plan, of the kind
+aimed at least often so far. Then check
 
 * right after the kill: every model folder in the library is complete (metadata.json lists
   exactly the files present, sizes and sha256 right, and they are the source's bytes); every link
@@ -59,7 +59,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -679,15 +679,19 @@ class Reference:
     calls: int
     #: the file-system calls (numbers from 1) made in start-up and the prefetch of downloads
     #: ("start-up"), then in each action, with its kind: a kill at a random call of a random
-    #: action of a random kind lands as often in a rename or a link as in an import
+    #: action of the kind least aimed at lands as often in a rename or a link as in an import
     spans: list[tuple[str, list[int]]] = field(default_factory=list)
 
-    def pick(self, rng: random.Random) -> int:
-        """A random call: of a random action of a random kind (or of start-up)."""
+    def pick(self, rng: random.Random, aimed: Counter[str]) -> tuple[str, int]:
+        """A random call of a random action of a kind (or of start-up): (kind, call). The kind
+        is one this run has aimed at least often so far (``aimed``), so that the kills spread
+        over every kind of action, renames and prunes as much as imports."""
         if not self.spans:
-            return 1
-        kind = rng.choice(sorted({k for k, _ in self.spans}))
-        return rng.choice(rng.choice([calls for k, calls in self.spans if k == kind]))
+            return "start-up", 1
+        kinds = sorted({k for k, _ in self.spans})
+        fewest = min(aimed[k] for k in kinds)
+        kind = rng.choice([k for k in kinds if aimed[k] == fewest])
+        return kind, rng.choice(rng.choice([calls for k, calls in self.spans if k == kind]))
 
 
 @dataclass
@@ -702,6 +706,9 @@ class Kill:
     dangling: list[str]
     stale_ids: list[str]
     violations: list[str] = field(default_factory=list)
+    #: for a kill at a file-system call: the kind of action (or start-up) that call belongs to
+    #: in the unkilled run, where the kill was aimed ("landed" is what was left to do after it)
+    aimed: str = ""
 
     def line(self) -> str:
         what = "finished before the kill" if self.finished_first else self.landed
@@ -709,7 +716,8 @@ class Kill:
         extra += f"; {len(self.dangling)} dangling link(s)" if self.dangling else ""
         extra += f"; old id in metadata.json of {self.stale_ids}" if self.stale_ids else ""
         bad = f"\n    VIOLATIONS: {self.violations}" if self.violations else ""
-        return f"#{self.n:02d} {self.transition} {self.how} {self.point}: {what}{extra}{bad}"
+        aimed = f" in {self.aimed}" if self.aimed else ""
+        return f"#{self.n:02d} {self.transition} {self.how} {self.point}{aimed}: {what}{extra}{bad}"
 
 
 @dataclass
@@ -747,6 +755,8 @@ class Summary:
             "landed: "
             + ", ".join(f"{p} {sum(c.values())}" for p, c in sorted(self.phases().items()))
         )
+        aimed = Counter(k.aimed for k in self.kills if k.aimed)
+        lines.append("aimed at: " + ", ".join(f"{a} {n}" for a, n in sorted(aimed.items())))
         lines.append(f"violations: {len(self.violations)}")
         lines += [f"  {v}" for v in self.violations]
         return "\n".join(lines)
@@ -764,6 +774,8 @@ class Summary:
             f"{_TRANSITIONS[t]}: {r.duration:.2f} s, {len(r.steps)} actions"
             for t, r in self.references.items()
         )
+        aimed = Counter(k.aimed for k in self.kills if k.aimed)
+        aimed_rows = "\n".join(f"| {kind} | {n} |" for kind, n in sorted(aimed.items()))
         dangling = sum(1 for k in self.kills if k.dangling)
         stale = sum(1 for k in self.kills if k.stale_ids)
         timed = sum(1 for k in self.kills if k.how == "timed")
@@ -783,9 +795,9 @@ alternates between two stages, so every `mlib apply -y --prune` has work of ever
 run of the same transition takes ("timed": they land where the time goes, in start-up,
 copies and downloads); the other half ("fs call") right after one of the calls that change
 the file system (`os.rename`, `replace`, `link`, `symlink`, `unlink`, `mkdir`, `rmdir`,
-`fsync`): a random call of a random action of a random kind in the unkilled run (or of its
-start-up and parallel prefetch), so that they land as often in a rename or a link as in an
-import, between any two steps of it. Seed {self.seed}.
+`fsync`): a random call of a random action in the unkilled run (or of its start-up and
+parallel prefetch), of a kind of action aimed at least often so far, so that they land as
+often in a rename or a link as in an import, between any two steps of it. Seed {self.seed}.
 
 After every kill: every model folder in the library is complete (metadata.json lists exactly the
 files present, with their sizes and sha256, and they are the source's bytes), every link in the
@@ -808,6 +820,13 @@ Where the kills landed: the first action of the unkilled run that the re-apply s
 | landed in | timed | fs call | kills |
 |---|---|---|---|
 {rows}
+
+The kills at a file-system call by the kind of action that call belongs to in the unkilled run
+(where each was aimed; a kill right after an action's last call lands in the next action):
+
+| aimed at | kills |
+|---|---|
+{aimed_rows}
 """
 
 
@@ -1015,7 +1034,8 @@ def run(
                     world, n, transition, delay=rng.uniform(0, SPREAD * ref.duration), ref=ref
                 )
             else:
-                kill = kill_once(world, n, transition, at=ref.pick(rng), ref=ref)
+                kind, call = ref.pick(rng, Counter(k.aimed for k in done))
+                kill = replace(kill_once(world, n, transition, at=call, ref=ref), aimed=kind)
             done.append(kill)
             violations += kill.violations
             empty_trash(world)
