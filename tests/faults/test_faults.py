@@ -444,16 +444,18 @@ def test_a_part_is_kept_while_its_server_cannot_be_asked(tmp_path: Path, server:
     assert_converged(manifest)
 
 
-#: The real CLI, SIGKILLed right before the ``os.replace`` whose destination ends with
-#: MLIB_TEST_KILL_BEFORE_REPLACE_OF (the temporary file is written and fsynced by then).
-KILL_BEFORE_REPLACE = """
+#: The real CLI, SIGKILLed right before the ``os.<MLIB_TEST_KILL_CALL>`` (``replace`` unless
+#: said) whose destination ends with MLIB_TEST_KILL_BEFORE (for a replace, the temporary file is
+#: written and fsynced by then).
+KILL_BEFORE = """
 import os, signal
-replace = os.replace
+call = os.environ.get("MLIB_TEST_KILL_CALL", "replace")
+real = getattr(os, call)
 def hooked(src, dst, *args, **kwargs):
-    if str(dst).endswith(os.environ["MLIB_TEST_KILL_BEFORE_REPLACE_OF"]):
+    if str(dst).endswith(os.environ["MLIB_TEST_KILL_BEFORE"]):
         os.kill(os.getpid(), signal.SIGKILL)
-    return replace(src, dst, *args, **kwargs)
-os.replace = hooked
+    return real(src, dst, *args, **kwargs)
+setattr(os, call, hooked)
 from reconciler.cli import main
 main(prog_name="mlib")
 """
@@ -475,9 +477,9 @@ def test_a_kill_in_the_middle_of_rewriting_a_models_json_leaves_no_stray_file_in
     change = {"apps": {"comfy": False}} if written == "overrides.json" else {"tags": ["new"]}
     manifest = project(tmp_path, [{**model, **change}])
     r = subprocess.run(
-        [sys.executable, "-c", KILL_BEFORE_REPLACE, "-m", str(manifest), "apply", "-y"],
+        [sys.executable, "-c", KILL_BEFORE, "-m", str(manifest), "apply", "-y"],
         cwd=tmp_path,
-        env={**os.environ, "MLIB_TEST_KILL_BEFORE_REPLACE_OF": f"/sdxl/a/{written}"},
+        env={**os.environ, "MLIB_TEST_KILL_BEFORE": f"/sdxl/a/{written}"},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -504,9 +506,9 @@ def test_a_kill_while_apply_writes_mlib_lock_leaves_no_stray_file_beside_the_man
     manifest = project(tmp_path, [url_model("L", url)])
     before = sorted(p.name for p in tmp_path.iterdir())
     r = subprocess.run(
-        [sys.executable, "-c", KILL_BEFORE_REPLACE, "-m", str(manifest), "apply", "-y"],
+        [sys.executable, "-c", KILL_BEFORE, "-m", str(manifest), "apply", "-y"],
         cwd=tmp_path,
-        env={**os.environ, "MLIB_TEST_KILL_BEFORE_REPLACE_OF": "/mlib.lock"},
+        env={**os.environ, "MLIB_TEST_KILL_BEFORE": "/mlib.lock"},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -519,29 +521,13 @@ def test_a_kill_while_apply_writes_mlib_lock_leaves_no_stray_file_beside_the_man
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "lib", "mlib.lock"])
 
 
-KILL_BEFORE_RENAME = """
-import os, signal
-rename = os.rename
-def hooked(src, dst, *args, **kwargs):
-    if str(dst).endswith(os.environ["MLIB_TEST_KILL_BEFORE_RENAME_TO"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return rename(src, dst, *args, **kwargs)
-os.rename = hooked
-from reconciler.cli import main
-main(prog_name="mlib")
-"""
-
-
 @pytest.mark.parametrize(
-    ("script", "variable", "suffix"),
-    [
-        (KILL_BEFORE_REPLACE, "MLIB_TEST_KILL_BEFORE_REPLACE_OF", "/mlib.lock"),
-        (KILL_BEFORE_RENAME, "MLIB_TEST_KILL_BEFORE_RENAME_TO", "/sdxl/k"),
-    ],
+    ("call", "suffix"),
+    [("replace", "/mlib.lock"), ("rename", "/sdxl/k")],
     ids=["writing-mlib.lock", "renaming-the-model-into-place"],
 )
 def test_a_download_is_in_mlib_lock_before_it_is_in_the_library(
-    tmp_path: Path, server: UrlServer, script: str, variable: str, suffix: str
+    tmp_path: Path, server: UrlServer, call: str, suffix: str
 ) -> None:
     """Found with the random kills' hook: apply recorded its downloads in mlib.lock after the
     whole plan ran, so a kill in between left a model installed that the lock did not know; the
@@ -552,9 +538,9 @@ def test_a_download_is_in_mlib_lock_before_it_is_in_the_library(
     url = server.add("/m/k.safetensors", blob(200_000, 15))
     manifest = project(tmp_path, [url_model("K", url)])
     r = subprocess.run(
-        [sys.executable, "-c", script, "-m", str(manifest), "apply", "-y"],
+        [sys.executable, "-c", KILL_BEFORE, "-m", str(manifest), "apply", "-y"],
         cwd=tmp_path,
-        env={**os.environ, variable: suffix},
+        env={**os.environ, "MLIB_TEST_KILL_CALL": call, "MLIB_TEST_KILL_BEFORE": suffix},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
