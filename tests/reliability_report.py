@@ -242,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the kills and the fuzzing")
     parser.add_argument("--out", type=Path, default=DOC, help="where to write the document")
     args = parser.parse_args(argv)
-    kills = args.kills or (6 if args.quick else 60)
-    examples = args.examples or (300 if args.quick else 10_000)
+    kills = args.kills if args.kills is not None else (6 if args.quick else 60)
+    examples = args.examples if args.examples is not None else (300 if args.quick else 10_000)
+    if kills < 1 or examples < 1:
+        parser.error("--kills and --examples must be at least 1")
     began, start = datetime.now(UTC), time.monotonic()
     sections = [faults(kills, args.seed)]
     sections += [suite(title, path) for title, path in SUITES]
