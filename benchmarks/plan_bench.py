@@ -20,8 +20,8 @@ measures, warm (everything in the page cache):
   costs after the manifest was edited;
 - ``mlib status``: replayed from the plan cache, and with the cache removed;
 - list by tag: ``reconciler.api.query`` for one tag and for two (in process, full rows), and the
-  whole ``mlib list --tag base`` command, with the manifest (``-m``: the manifest is read in full)
-  and with ``--root`` only.
+  whole ``mlib list --tag base`` command, with the manifest (``-m``: the manifest as remembered
+  since the last plan) and with ``--root`` only.
 
 Every count is checked (the plan and status are empty, a tag query returns the models that carry
 the tag). The temporary folder is deleted afterwards unless ``--keep`` names one (a kept folder is

@@ -438,8 +438,9 @@ def observations(scale: list[dict[str, Any]]) -> str:
         extra = s["plan_full_s"] - s["phases_s"]["total"]
         lines.append(
             f"- {apps}: `mlib list --tag` takes {fmt_s(s['list_s'])} with the manifest against "
-            f"{fmt_s(s['list_root_s'])} with `--root` alone; reading the manifest in full costs "
-            f"{fmt_s(s['manifest_full_read_s'])} of it. A plan computed in full takes "
+            f"{fmt_s(s['list_root_s'])} with `--root` alone (the manifest as remembered since the "
+            f"last plan; read afresh after an edit it costs {fmt_s(s['manifest_full_read_s'])} "
+            "more). A plan computed in full takes "
             f"{fmt_s(s['phases_s']['total'])} in process and {fmt_s(s['plan_full_s'])} as a "
             f"command, {fmt_s(extra)} more: starting Python and the work around the plan "
             "(keeping it in the plan cache, which makes the next one a replay at "
@@ -666,8 +667,9 @@ def document(data: dict[str, Any], plot_name: str) -> str:
         "the plan cache; *full*: the plan cache removed first, as after any change. `mlib` rows "
         "are whole commands (starting Python included); the index rebuild and api.query are in "
         "process. Medians of 3 runs (replayed commands: 5); plans computed in full and full "
-        "reads of the manifest: 3 runs, 1 at 100k. `list --tag (-m)` reads the manifest in "
-        "full (as `mlib list` does wherever an mlib.yaml is found); `--root` skips it.",
+        "reads of the manifest: 3 runs, 1 at 100k. `list --tag (-m)` loads the manifest (as "
+        "`mlib list` does wherever an mlib.yaml is found), remembered in the library's cache "
+        "since the last plan while its text is unchanged; `--root` skips it.",
         "",
         f"![time against N]({plot_name})",
         "",

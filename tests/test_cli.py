@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scenario import make_example
 
 MLIB = str(Path(sys.executable).parent / "mlib")
 
@@ -204,3 +205,21 @@ def test_validate_checks_user_translations_too(tmp_path: Path) -> None:
     (tmp_path / "mlib.yaml").write_text("version: 1\ntranslations: [nowhere]\n")
     r = mlib("validate", cwd=tmp_path)
     assert r.returncode == 1 and "translation folder not found" in r.stderr
+
+
+def test_list_follows_an_edited_manifest_at_once(tmp_path: Path) -> None:
+    """``mlib list -m`` loads the manifest as a plan remembered it (seconds saved at 100k
+    models); an edit, even of one byte and within the same second, is seen at once."""
+    manifest = make_example(tmp_path)
+    assert mlib("-m", str(manifest), "apply", "-y", cwd=tmp_path).returncode == 0
+    r = mlib("-m", str(manifest), "list", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("4 models"), r.stdout + r.stderr
+    text = manifest.read_text()
+    edited = text.replace("shared-resources/models", "shared-resources/modelz", 1)
+    assert edited != text and len(edited) == len(text)
+    manifest.write_text(edited)
+    r = mlib("-m", str(manifest), "list", cwd=tmp_path)
+    assert r.returncode == 1 and "modelz" in r.stderr, r.stdout + r.stderr
+    manifest.write_text(text)
+    r = mlib("-m", str(manifest), "list", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("4 models"), r.stdout + r.stderr
