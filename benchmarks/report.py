@@ -250,17 +250,27 @@ def targets(data: dict[str, Any]) -> list[list[str]]:
         )
     h = data["hashing"]
     c, r = h["cases"], h["ratios"]
-    imp = r["import / cp"]
+    # cp + fsync does all that cp does: when cp measured slower, something else slowed it (the
+    # page cache making room for a second 4 GiB), and the lower figure is the fair baseline.
+    cp, cp_sync = c["cp"]["median_s"], c["cp + fsync"]["median_s"]
+    base = min(cp, cp_sync)
+    imp = c["copy_and_hash"]["median_s"] / base
     ok = imp <= IMPORT_TARGET
-    sha_vs_cp = c["sha256 alone (hashlib)"]["median_s"] / c["cp"]["median_s"]
+    sha_vs_cp = c["sha256 alone (hashlib)"]["median_s"] / base
+    odd = (
+        f"; `cp` measured slower than `cp` + fsync in this run ({fmt_s(cp)} against "
+        f"{fmt_s(cp_sync)}), which is not the work itself, so the lower one is taken as `cp`"
+        if cp_sync < cp
+        else ""
+    )
     why = (
-        f"against `cp` + fsync (the same durability) it is {r['import / cp + fsync']:.2f}x"
+        f"against `cp` + fsync (the same durability) it is {r['import / cp + fsync']:.2f}x{odd}"
         if ok
         else (
             "an import must compute sha256, which is sequential (one core): sha256 alone takes "
             f"{sha_vs_cp:.2f}x `cp`'s time on this CPU, a floor no hashing copy can beat, and "
             "copy_and_hash also fsyncs, which `cp` does not; against `cp` + fsync (the same "
-            f"durability) it is {r['import / cp + fsync']:.2f}x"
+            f"durability) it is {r['import / cp + fsync']:.2f}x{odd}"
         )
     )
     rows.append(
