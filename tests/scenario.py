@@ -16,6 +16,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,16 +281,7 @@ class Scenario:
 
     def app_problems(self) -> list[str]:
         """The app folder holds exactly the expected links, each showing the right library path."""
-        problems: list[str] = []
-        found = app_entries(self.models_dir)
-        expected = self.expected_links()
-        if set(found) != set(expected):
-            problems.append(f"app folder has {sorted(found)}, expected {sorted(expected)}")
-        for rel, target in expected.items():
-            path = self.models_dir / rel
-            if rel in found and os.path.realpath(path) != os.path.realpath(target):
-                problems.append(f"{rel} shows {os.path.realpath(path)}, expected {target}")
-        return problems
+        return link_problems(self.models_dir, app_entries(self.models_dir), self.expected_links())
 
     def staging_entries(self) -> list[str]:
         staging = self.library / ".mlib" / "staging"
@@ -387,6 +379,38 @@ def crash_models(scale: int = MiB) -> tuple[ModelCase, ...]:
 
 def read_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def link_problems(
+    models_dir: Path, found: Mapping[str, object], expected: Mapping[str, Path | str]
+) -> list[str]:
+    """How the app folder's entries ``found`` (relative paths) differ from the ``expected``
+    links (relative path -> the library path each must show)."""
+    problems: list[str] = []
+    if set(found) != set(expected):
+        problems.append(f"app folder has {sorted(found)}, expected {sorted(expected)}")
+    for rel, target in expected.items():
+        path = models_dir / rel
+        if rel in found and os.path.realpath(path) != os.path.realpath(target):
+            problems.append(f"{rel} shows {os.path.realpath(path)}, expected {target}")
+    return problems
+
+
+def project(folder: Path, models: Sequence[Mapping[str, object]]) -> Path:
+    """``folder/mlib.yaml`` with the library in ``folder/lib``, one ComfyUI app target ``comfy``
+    (its models folder ``folder/comfy`` made) and ``models``; returns its path."""
+    manifest = folder / "mlib.yaml"
+    (folder / "comfy").mkdir(parents=True, exist_ok=True)
+    write_yaml(
+        manifest,
+        {
+            "version": 1,
+            "library": "lib",
+            "apps": {"comfy": {"app": "comfyui", "version": "0.3.62", "models_dir": "comfy"}},
+            "models": models,
+        },
+    )
+    return manifest
 
 
 def write_yaml(path: Path, doc: Any) -> None:

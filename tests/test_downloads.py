@@ -11,11 +11,11 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from scenario import mlib, mlib_popen, read_yaml, write_yaml
+from scenario import mlib, mlib_popen, project, read_yaml, write_yaml
 from servers import FakeHub, UrlServer, isolate_hf_client
 
 from reconciler.errors import SourceError
@@ -211,21 +211,6 @@ def test_hub_failures_are_one_line_with_the_fix(
 
 
 # --- end to end through the CLI -----------------------------------------------------------------
-
-
-def project(tmp_path: Path, models: Sequence[Mapping[str, object]]) -> Path:
-    manifest = tmp_path / "mlib.yaml"
-    (tmp_path / "comfy").mkdir(exist_ok=True)
-    write_yaml(
-        manifest,
-        {
-            "version": 1,
-            "library": "lib",
-            "apps": {"comfy": {"app": "comfyui", "version": "0.3.62", "models_dir": "comfy"}},
-            "models": models,
-        },
-    )
-    return manifest
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import cast
 
 import pytest
-from scenario import mlib, write_yaml
+from scenario import mlib, project
 from servers import FakeHub, UrlServer, _Handler, isolate_hf_client
 
 from reconciler.errors import SourceError
@@ -49,21 +49,6 @@ def hub(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     with FakeHub() as fake:
         monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)  # read by the mlib subprocesses
         yield fake
-
-
-def project(tmp_path: Path, models: Sequence[Mapping[str, object]]) -> Path:
-    manifest = tmp_path / "mlib.yaml"
-    (tmp_path / "comfy").mkdir(exist_ok=True)
-    write_yaml(
-        manifest,
-        {
-            "version": 1,
-            "library": "lib",
-            "apps": {"comfy": {"app": "comfyui", "version": "0.3.62", "models_dir": "comfy"}},
-            "models": models,
-        },
-    )
-    return manifest
 
 
 def lora(source: Mapping[str, object], name: str = "L", **extra: object) -> dict[str, object]:

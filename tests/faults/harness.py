@@ -64,7 +64,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from scenario import MLIB, MiB, SourceFile, app_entries, safetensors_bytes, sha256_file
+from scenario import (
+    MLIB,
+    MiB,
+    SourceFile,
+    app_entries,
+    link_problems,
+    safetensors_bytes,
+    sha256_file,
+)
 from servers import HOST, FakeHub, UrlServer
 
 Stage = Literal["A", "B"]
@@ -560,16 +568,7 @@ class World:
         return problems, dangling
 
     def app_problems(self) -> list[str]:
-        problems: list[str] = []
-        found = self.mlib_entries()
-        expected = self.expected_links()
-        if set(found) != set(expected):
-            problems.append(f"app folder has {sorted(found)}, expected {sorted(expected)}")
-        for rel, target in expected.items():
-            path = self.models_dir / rel
-            if rel in found and os.path.realpath(path) != os.path.realpath(target):
-                problems.append(f"{rel} shows {os.path.realpath(path)}, expected {target}")
-        return problems
+        return link_problems(self.models_dir, self.mlib_entries(), self.expected_links())
 
     def staging(self) -> list[str]:
         """What ``.mlib/staging`` holds: model folders, and ``partial/<file>`` entries."""

@@ -33,6 +33,7 @@ from scenario import (
     MiB,
     mlib,
     mlib_popen,
+    project,
     read_yaml,
     sha256_file,
     write_yaml,
@@ -74,21 +75,6 @@ def blob(size: int, seed: int) -> bytes:
     import random
 
     return random.Random(seed).randbytes(size)
-
-
-def project(folder: Path, models: list[dict[str, object]]) -> Path:
-    manifest = folder / "mlib.yaml"
-    (folder / "comfy").mkdir(parents=True, exist_ok=True)
-    write_yaml(
-        manifest,
-        {
-            "version": 1,
-            "library": "lib",
-            "apps": {"comfy": {"app": "comfyui", "version": "0.3.62", "models_dir": "comfy"}},
-            "models": models,
-        },
-    )
-    return manifest
 
 
 def local_model(name: str, path: str) -> dict[str, object]:
